@@ -1,8 +1,20 @@
 //! quantease-gguf: turn downloaded LLM weights into small, high-quality GGUF files.
 //!
-//! Data enters through [`gguf`] (and later safetensors) sources, is planned and transformed in
-//! the converter, and leaves through the streaming GGUF writer.
+//! Where data enters, is transformed and leaves:
+//! - [`source`]: models enter (memory-mapped GGUF; every decodable type yields f32 rows),
+//!   with [`imatrix`] importance weights beside them;
+//! - [`plan`]: which type each tensor gets (llama-quantize's mixes, overrides, width fallbacks);
+//! - [`convert`]: rows are quantised by the block formats of [`formats`] and streamed out through
+//!   the [`gguf`] writer;
+//! - [`inspect`]: reports what a file holds.
 
 #![warn(missing_docs)]
 
 pub use quantease_formats as formats;
+
+pub mod convert;
+pub mod gguf;
+pub mod imatrix;
+pub mod inspect;
+pub mod plan;
+pub mod source;

@@ -1,0 +1,229 @@
+//! The conversion pipeline: source → plan → quantise rows → streaming GGUF writer.
+//!
+//! Tensors are processed one at a time, in the source's order, each in chunks of rows; rows of a
+//! chunk are quantised in parallel (rows are independent, so the bytes do not depend on the
+//! thread count) and land in the output in order. Peak memory is one chunk of f32 rows plus its
+//! packed bytes, whatever the model size.
+
+use crate::gguf::{GgufError, GgufWriter, MetaValue, TensorPlan};
+use crate::imatrix::Imatrix;
+use crate::plan::{Mix, PlannedTensor};
+use crate::source::{SourceError, TensorSource};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use quantease_formats::{FormatError, GgmlType};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Weights decoded per chunk (bounds memory: 4 Mi f32 = 16 MiB plus packed output).
+const CHUNK_WEIGHTS: usize = 4 << 20;
+
+/// Why a conversion failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Reading the source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Writing the output failed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A row could not be quantised (e.g. a NaN weight).
+    #[error("{path}: tensor '{tensor}' row {row}: cannot quantise to {ty}: {source}")]
+    Quantize {
+        /// Source file.
+        path: PathBuf,
+        /// Tensor name.
+        tensor: String,
+        /// Row index.
+        row: usize,
+        /// Target type.
+        ty: GgmlType,
+        /// The encoder's error.
+        source: FormatError,
+    },
+    /// The importance matrix does not fit a tensor.
+    #[error("{path}: imatrix entry for '{tensor}' has {got} values, the tensor's rows have {expected}")]
+    ImatrixShape {
+        /// Imatrix file.
+        path: PathBuf,
+        /// Tensor name.
+        tensor: String,
+        /// Values in the imatrix entry.
+        got: usize,
+        /// Row length.
+        expected: usize,
+    },
+}
+
+/// Settings of one conversion besides the plan.
+pub struct ConvertSettings<'a> {
+    /// The mix (sets `general.file_type`).
+    pub mix: Mix,
+    /// Importance weights.
+    pub imatrix: Option<&'a Imatrix>,
+    /// Hide progress bars.
+    pub quiet: bool,
+}
+
+/// What a conversion did.
+#[derive(Clone, Debug, Default)]
+pub struct ConvertSummary {
+    /// Tensors written.
+    pub n_tensors: usize,
+    /// Tensors quantised (the others were copied).
+    pub n_quantized: usize,
+    /// Quantised tensors that had importance weights.
+    pub n_with_imatrix: usize,
+    /// Output file size in bytes.
+    pub file_bytes: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// Metadata for the output: the source's, in order, with the file type, quantisation version and
+/// our provenance keys set (replaced in place if present, appended otherwise).
+pub fn output_metadata(
+    source: &[(String, MetaValue)],
+    mix: Mix,
+    method: &str,
+    source_path: &Path,
+    imatrix: Option<&Imatrix>,
+) -> Vec<(String, MetaValue)> {
+    let mut md: Vec<(String, MetaValue)> =
+        source.iter().filter(|(k, _)| !k.starts_with("quantease.")).cloned().collect();
+    let mut set = |key: &str, value: MetaValue| {
+        if let Some(slot) = md.iter_mut().find(|(k, _)| k == key) {
+            slot.1 = value;
+        } else {
+            md.push((key.to_string(), value));
+        }
+    };
+    set("general.quantization_version", MetaValue::U32(2));
+    set("general.file_type", MetaValue::U32(mix.file_type()));
+    set("quantease.version", MetaValue::string(env!("CARGO_PKG_VERSION")));
+    set("quantease.method", MetaValue::string(method));
+    set("quantease.mix", MetaValue::string(mix.name()));
+    let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    set("quantease.source", MetaValue::string(&file_name(source_path)));
+    if let Some(im) = imatrix {
+        set("quantease.imatrix", MetaValue::string(&file_name(im.path())));
+    }
+    md
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+        .expect("static template")
+        .progress_chars("=> ")
+}
+
+/// Convert `source` into `out` following `plan` (same order as `source.tensors()`).
+pub fn convert(
+    source: &dyn TensorSource,
+    out: &Path,
+    plan: &[PlannedTensor],
+    settings: &ConvertSettings<'_>,
+) -> Result<ConvertSummary, ConvertError> {
+    let start = Instant::now();
+    let metadata = output_metadata(source.metadata(), settings.mix, "rtn", source.path(), settings.imatrix);
+    let infos: Vec<TensorPlan> =
+        plan.iter().map(|p| TensorPlan { name: p.name.clone(), dims: p.dims.clone(), ty: p.target_type }).collect();
+    let mut writer = GgufWriter::create(out, &metadata, &infos)?;
+
+    let multi = MultiProgress::with_draw_target(if settings.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let overall = multi.add(ProgressBar::new(plan.len() as u64));
+    overall.set_style(bar_style());
+    overall.set_prefix("tensors");
+    let rows_bar = multi.add(ProgressBar::new(0));
+    rows_bar.set_style(bar_style());
+    rows_bar.set_prefix("rows");
+
+    let mut summary = ConvertSummary { n_tensors: plan.len(), ..Default::default() };
+    for (index, p) in plan.iter().enumerate() {
+        overall.set_message(format!("{} → {}", p.name, p.target_type));
+        if !p.quantize {
+            let raw = source.raw(index).ok_or_else(|| SourceError::RowRange {
+                path: source.path().to_path_buf(),
+                tensor: p.name.clone(),
+                first: 0,
+                end: 0,
+                n_rows: 0,
+            })?;
+            writer.write_tensor(raw)?;
+        } else {
+            let importance = lookup_importance(settings.imatrix, p)?;
+            summary.n_with_imatrix += importance.is_some() as usize;
+            summary.n_quantized += 1;
+            quantize_tensor(source, index, p, importance, &mut writer, &rows_bar)?;
+        }
+        source.release(index);
+        overall.inc(1);
+    }
+    writer.finish()?;
+    rows_bar.finish_and_clear();
+    overall.finish_and_clear();
+    summary.file_bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn lookup_importance<'a>(imatrix: Option<&'a Imatrix>, p: &PlannedTensor) -> Result<Option<&'a [f32]>, ConvertError> {
+    let Some(im) = imatrix else { return Ok(None) };
+    let Some(values) = im.importance(&p.name) else { return Ok(None) };
+    let width = p.dims[0] as usize;
+    if values.len() != width {
+        return Err(ConvertError::ImatrixShape {
+            path: im.path().to_path_buf(),
+            tensor: p.name.clone(),
+            got: values.len(),
+            expected: width,
+        });
+    }
+    Ok(Some(values))
+}
+
+fn quantize_tensor(
+    source: &dyn TensorSource,
+    index: usize,
+    p: &PlannedTensor,
+    importance: Option<&[f32]>,
+    writer: &mut GgufWriter,
+    bar: &ProgressBar,
+) -> Result<(), ConvertError> {
+    let width = p.dims[0] as usize;
+    let n_rows: usize = p.dims.iter().skip(1).product::<u64>() as usize;
+    let row_bytes = p.target_type.row_bytes(width as u64).expect("planner checked the width") as usize;
+    let rows_per_chunk = (CHUNK_WEIGHTS / width.max(1)).clamp(1, n_rows.max(1));
+    let mut f32_buf = vec![0f32; rows_per_chunk * width];
+    let mut out_buf = vec![0u8; rows_per_chunk * row_bytes];
+    bar.set_length(n_rows as u64);
+    bar.set_position(0);
+    let mut first = 0;
+    while first < n_rows {
+        let n = rows_per_chunk.min(n_rows - first);
+        let src = &mut f32_buf[..n * width];
+        // Decode in parallel, row blocks independent.
+        src.par_chunks_mut(width * 16.max(1))
+            .enumerate()
+            .try_for_each(|(i, chunk)| source.read_rows(index, first + i * 16, chunk))?;
+        let dst = &mut out_buf[..n * row_bytes];
+        dst.par_chunks_mut(row_bytes).zip(src.par_chunks(width)).enumerate().try_for_each(|(i, (d, s))| {
+            quantease_formats::quantize_row(p.target_type, s, importance, d).map_err(|source| ConvertError::Quantize {
+                path: source.path().to_path_buf(),
+                tensor: p.name.clone(),
+                row: first + i,
+                ty: p.target_type,
+                source,
+            })
+        })?;
+        writer.write_data(dst)?;
+        first += n;
+        bar.set_position(first as u64);
+    }
+    writer.end_tensor()?;
+    Ok(())
+}
