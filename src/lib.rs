@@ -6,3 +6,6 @@
 #![warn(missing_docs)]
 
 pub use quantease_formats as formats;
+
+pub mod gguf;
+pub mod imatrix;
