@@ -1,0 +1,29 @@
+//! GGUF reading and writing.
+//!
+//! - [`GgufHeader::parse`] validates a whole file held in memory against the rules of ggml's
+//!   loader (`ggml/src/gguf.cpp`), never panicking and never allocating from a count it has not
+//!   checked against the bytes that remain.
+//! - [`GgufFile`] memory-maps a file and hands out zero-copy tensor data.
+//! - [`GgufWriter`] streams a new file through a temporary file that is renamed on success.
+//!
+//! Metadata is kept losslessly and in file order ([`MetaValue`], [`MetaArray`]), so copying a
+//! file through reader and writer reproduces it byte for byte.
+
+mod error;
+mod reader;
+mod value;
+mod writer;
+
+pub use error::GgufError;
+pub use reader::{
+    GgufFile, GgufHeader, TensorInfo, GGUF_MAGIC, KEY_ALIGNMENT, MAX_ARRAY_LEN, MAX_DIMS,
+    MAX_NAME_LEN, MAX_STRING_LEN,
+};
+pub use value::{MetaArray, MetaValue, ValueType, JSON_ARRAY_LIMIT};
+pub use writer::{encode_value, GgufWriter, TensorPlan, WRITE_VERSION};
+
+/// Data alignment when the file has no `general.alignment` key (ggml's default).
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+
+#[cfg(test)]
+mod tests;
