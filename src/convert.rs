@@ -212,12 +212,12 @@ fn quantize_tensor(
             .try_for_each(|(i, chunk)| source.read_rows(index, first + i * 16, chunk))?;
         let dst = &mut out_buf[..n * row_bytes];
         dst.par_chunks_mut(row_bytes).zip(src.par_chunks(width)).enumerate().try_for_each(|(i, (d, s))| {
-            quantease_formats::quantize_row(p.target_type, s, importance, d).map_err(|source| ConvertError::Quantize {
+            quantease_formats::quantize_row(p.target_type, s, importance, d).map_err(|e| ConvertError::Quantize {
                 path: source.path().to_path_buf(),
                 tensor: p.name.clone(),
                 row: first + i,
                 ty: p.target_type,
-                source,
+                source: e,
             })
         })?;
         writer.write_data(dst)?;
