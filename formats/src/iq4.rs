@@ -338,13 +338,13 @@ pub fn quantize_block_iq4_xs(x: &[f32], w: &[f32]) -> IQ4XsBlock {
 
     let d = f16_to_f32(best_bits);
     let mut codes = [0u8; QK_K];
-    for ib in 0..XS_SUBBLOCKS {
+    for (ib, &ls) in best_scales.iter().enumerate() {
         let r = 32 * ib..32 * ib + 32;
         scaled_grid_error(
             &x[r.clone()],
             &w[r.clone()],
             &grid,
-            d * best_scales[ib] as f32,
+            d * ls as f32,
             Some(&mut codes[r]),
         );
     }

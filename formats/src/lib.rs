@@ -40,7 +40,7 @@ pub fn can_quantize(ty: GgmlType) -> bool {
 
 fn check_lengths(ty: GgmlType, weights: usize, bytes: usize) -> Result<(), FormatError> {
     let block = ty.block_size();
-    if weights % block != 0 {
+    if !weights.is_multiple_of(block) {
         return Err(FormatError::NotBlockMultiple {
             ty,
             len: weights,

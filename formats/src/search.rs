@@ -76,8 +76,8 @@ pub fn best_grid_code(grid: &[f32], d: f32, x: f32) -> (usize, f32) {
     let hi = (k + 1).min(grid.len() - 1);
     let mut best = (k, d * grid[k]);
     let mut best_err = (x - best.1).abs();
-    for j in lo..=hi {
-        let v = d * grid[j];
+    for (j, &g) in grid.iter().enumerate().take(hi + 1).skip(lo) {
+        let v = d * g;
         let e = (x - v).abs();
         if e < best_err {
             best_err = e;
