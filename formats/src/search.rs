@@ -87,6 +87,29 @@ pub fn best_grid_code(grid: &[f32], d: f32, x: f32) -> (usize, f32) {
     best
 }
 
+/// [`best_grid_code`] for the uniform integer grid `lo..=hi` (code index = value − `lo`), in O(1).
+#[inline]
+pub fn best_uniform_code(lo: i32, hi: i32, d: f32, x: f32) -> (usize, f32) {
+    if d == 0.0 {
+        return ((0.clamp(lo, hi) - lo) as usize, 0.0);
+    }
+    let r = (x / d).round().clamp(lo as f32, hi as f32) as i32;
+    let mut best = (r, r as f32 * d);
+    let mut best_err = (x - best.1).abs();
+    for q in [r - 1, r + 1] {
+        if q < lo || q > hi {
+            continue;
+        }
+        let v = q as f32 * d;
+        let e = (x - v).abs();
+        if e < best_err {
+            best_err = e;
+            best = (q, v);
+        }
+    }
+    ((best.0 - lo) as usize, best.1)
+}
+
 /// Weighted squared error of `x̂ = d·grid[code]` with optimal codes for the given f32 scale `d`;
 /// writes the codes into `codes` when given.
 pub fn scaled_grid_error(
@@ -96,9 +119,18 @@ pub fn scaled_grid_error(
     d: f32,
     mut codes: Option<&mut [u8]>,
 ) -> f64 {
+    // Integer grids with unit spacing (Q4_0, Q5_0, Q8_0) take the O(1) path.
+    let (lo, hi) = (grid[0], grid[grid.len() - 1]);
+    let uniform = lo.fract() == 0.0
+        && hi - lo == (grid.len() - 1) as f32
+        && grid.windows(2).all(|p| p[1] - p[0] == 1.0);
     let mut err = 0.0f64;
     for (i, (&xi, &wi)) in x.iter().zip(w).enumerate() {
-        let (c, v) = best_grid_code(grid, d, xi);
+        let (c, v) = if uniform {
+            best_uniform_code(lo as i32, hi as i32, d, xi)
+        } else {
+            best_grid_code(grid, d, xi)
+        };
         let diff = (xi - v) as f64;
         err += wi as f64 * diff * diff;
         if let Some(codes) = codes.as_deref_mut() {
@@ -478,6 +510,19 @@ mod tests {
             sweep_err <= brute * (1.0 + 1e-9),
             "sweep {sweep_err} vs brute {brute}"
         );
+    }
+
+    #[test]
+    fn uniform_code_agrees_with_general_search() {
+        let grid: Vec<f32> = (-16..=15).map(|v| v as f32).collect();
+        for k in -4000..4000 {
+            let x = k as f32 * 0.0137;
+            for d in [0.1f32, -0.1, 0.0371, -1.3e-3, 0.0] {
+                let (a, va) = best_uniform_code(-16, 15, d, x);
+                let (b, vb) = best_grid_code(&grid, d, x);
+                assert_eq!((x - va).abs(), (x - vb).abs(), "x {x} d {d}: codes {a} {b}");
+            }
+        }
     }
 
     #[test]
