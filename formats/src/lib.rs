@@ -14,6 +14,11 @@
 
 pub mod error;
 pub mod float;
+#[cfg(test)]
+mod golden;
+pub mod iq4;
+pub mod legacy;
+pub mod search;
 pub mod types;
 
 pub use error::FormatError;
@@ -24,7 +29,7 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        F32 | F16 | BF16
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | IQ4_XS
     )
 }
 
@@ -35,12 +40,21 @@ pub fn can_quantize(ty: GgmlType) -> bool {
 
 fn check_lengths(ty: GgmlType, weights: usize, bytes: usize) -> Result<(), FormatError> {
     let block = ty.block_size();
-    if weights % block != 0 {
-        return Err(FormatError::NotBlockMultiple { ty, len: weights, block });
+    if !weights.is_multiple_of(block) {
+        return Err(FormatError::NotBlockMultiple {
+            ty,
+            len: weights,
+            block,
+        });
     }
     let expected = weights / block * ty.type_size();
     if bytes != expected {
-        return Err(FormatError::LengthMismatch { ty, what: "packed buffer", got: bytes, expected });
+        return Err(FormatError::LengthMismatch {
+            ty,
+            what: "packed buffer",
+            got: bytes,
+            expected,
+        });
     }
     Ok(())
 }
@@ -53,6 +67,13 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), F
         F32 => float::decode_f32(src, dst),
         F16 => float::decode_f16(src, dst),
         BF16 => float::decode_bf16(src, dst),
+        Q4_0 => legacy::dequantize_row_q4_0(src, dst),
+        Q4_1 => legacy::dequantize_row_q4_1(src, dst),
+        Q5_0 => legacy::dequantize_row_q5_0(src, dst),
+        Q5_1 => legacy::dequantize_row_q5_1(src, dst),
+        Q8_0 => legacy::dequantize_row_q8_0(src, dst),
+        IQ4_NL => iq4::dequantize_row_iq4_nl(src, dst),
+        IQ4_XS => iq4::dequantize_row_iq4_xs(src, dst),
         _ => return Err(FormatError::Unsupported(ty, "decoding")),
     }
     Ok(())
@@ -62,7 +83,8 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), F
 ///
 /// `importance`, when given, has one non-negative weight per element of `src` (an imatrix's
 /// per-column mean squared activation); the quantiser then minimises the importance-weighted
-/// squared error instead of the plain one. Non-finite weights are an error.
+/// squared error instead of the plain one. Non-finite weights (in `src` or `importance`) are an
+/// error; negative importances count as 0.
 pub fn quantize_row(
     ty: GgmlType,
     src: &[f32],
@@ -72,7 +94,15 @@ pub fn quantize_row(
     check_lengths(ty, src.len(), dst.len())?;
     if let Some(w) = importance {
         if w.len() != src.len() {
-            return Err(FormatError::LengthMismatch { ty, what: "importance", got: w.len(), expected: src.len() });
+            return Err(FormatError::LengthMismatch {
+                ty,
+                what: "importance",
+                got: w.len(),
+                expected: src.len(),
+            });
+        }
+        if let Some((index, &value)) = w.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(FormatError::NonFinite { index, value });
         }
     }
     if let Some((index, &value)) = src.iter().enumerate().find(|(_, v)| !v.is_finite()) {
@@ -83,6 +113,13 @@ pub fn quantize_row(
         F32 => float::encode_f32(src, dst),
         F16 => float::encode_f16(src, dst),
         BF16 => float::encode_bf16(src, dst),
+        Q4_0 => legacy::quantize_row_q4_0(src, importance, dst),
+        Q4_1 => legacy::quantize_row_q4_1(src, importance, dst),
+        Q5_0 => legacy::quantize_row_q5_0(src, importance, dst),
+        Q5_1 => legacy::quantize_row_q5_1(src, importance, dst),
+        Q8_0 => legacy::quantize_row_q8_0(src, importance, dst),
+        IQ4_NL => iq4::quantize_row_iq4_nl(src, importance, dst),
+        IQ4_XS => iq4::quantize_row_iq4_xs(src, importance, dst),
         _ => return Err(FormatError::Unsupported(ty, "encoding")),
     }
     Ok(())

@@ -37,12 +37,12 @@ macro_rules! ggml_types {
             }
 
             /// Weights per block.
-            pub fn block_size(self) -> usize {
+            pub const fn block_size(self) -> usize {
                 match self { $( GgmlType::$variant => $block, )* }
             }
 
             /// Bytes per block.
-            pub fn type_size(self) -> usize {
+            pub const fn type_size(self) -> usize {
                 match self { $( GgmlType::$variant => $bytes, )* }
             }
         }
@@ -145,7 +145,7 @@ impl GgmlType {
     /// (or the byte count overflows).
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.type_size() as u64)
