@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod float;
+pub mod kquants;
 pub mod types;
 
 pub use error::FormatError;
@@ -25,6 +26,7 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
     matches!(
         ty,
         F32 | F16 | BF16
+            | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
     )
 }
 
@@ -53,6 +55,11 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), F
         F32 => float::decode_f32(src, dst),
         F16 => float::decode_f16(src, dst),
         BF16 => float::decode_bf16(src, dst),
+        Q2_K => kquants::dequantize_row_q2_k(src, dst),
+        Q3_K => kquants::dequantize_row_q3_k(src, dst),
+        Q4_K => kquants::dequantize_row_q4_k(src, dst),
+        Q5_K => kquants::dequantize_row_q5_k(src, dst),
+        Q6_K => kquants::dequantize_row_q6_k(src, dst),
         _ => return Err(FormatError::Unsupported(ty, "decoding")),
     }
     Ok(())
@@ -83,6 +90,11 @@ pub fn quantize_row(
         F32 => float::encode_f32(src, dst),
         F16 => float::encode_f16(src, dst),
         BF16 => float::encode_bf16(src, dst),
+        Q2_K => kquants::quantize_row_q2_k(src, importance, dst),
+        Q3_K => kquants::quantize_row_q3_k(src, importance, dst),
+        Q4_K => kquants::quantize_row_q4_k(src, importance, dst),
+        Q5_K => kquants::quantize_row_q5_k(src, importance, dst),
+        Q6_K => kquants::quantize_row_q6_k(src, importance, dst),
         _ => return Err(FormatError::Unsupported(ty, "encoding")),
     }
     Ok(())

@@ -37,12 +37,12 @@ macro_rules! ggml_types {
             }
 
             /// Weights per block.
-            pub fn block_size(self) -> usize {
+            pub const fn block_size(self) -> usize {
                 match self { $( GgmlType::$variant => $block, )* }
             }
 
             /// Bytes per block.
-            pub fn type_size(self) -> usize {
+            pub const fn type_size(self) -> usize {
                 match self { $( GgmlType::$variant => $bytes, )* }
             }
         }
