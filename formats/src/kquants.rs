@@ -146,7 +146,11 @@ fn write_f16(out: &mut [u8], at: usize, bits: u16) {
 }
 
 fn check_parts(kind: &str, n: usize, lo: i32, hi: i32, values: &[i32]) {
-    debug_assert!(values.len() >= n, "{kind}: {} entries, need {n}", values.len());
+    debug_assert!(
+        values.len() >= n,
+        "{kind}: {} entries, need {n}",
+        values.len()
+    );
     debug_assert!(
         values[..n].iter().all(|v| (lo..=hi).contains(v)),
         "{kind} out of range {lo}..={hi}"
@@ -235,8 +239,8 @@ impl KQuantBlock for BlockQ2K {
 
     fn pack(&self, out: &mut [u8]) {
         let out = &mut out[..Self::BYTES];
-        for j in 0..16 {
-            out[j] = (self.scales[j] & 0xF) | ((self.mins[j] & 0xF) << 4);
+        for ((o, &sc), &mn) in out[..16].iter_mut().zip(&self.scales).zip(&self.mins) {
+            *o = (sc & 0xF) | ((mn & 0xF) << 4);
         }
         out[16..80].fill(0);
         // Weight e = 128·c + 32·k + r lives in byte 16 + 32·c + r at bit 2·k.
@@ -708,14 +712,26 @@ impl Spec {
     }
 }
 
+/// Round to the nearest integer (ties to even), saturating beyond ±2²²; NaN gives 0.
+///
+/// Adding 1.5·2²³ puts the integer part in the low mantissa bits; this is much cheaper than
+/// `f32::round` (a libm call on baseline x86-64) in the quantiser's inner loops.
+#[inline]
+fn round_i32(v: f32) -> i32 {
+    if v.is_nan() {
+        return 0;
+    }
+    let v = v.clamp(-4_194_303.0, 4_194_303.0) + 12_582_912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
 /// Round-to-nearest code of `x` on the grid `a·q − b`, clamped to `qlo..=qhi` (0 when `a == 0`).
 #[inline]
 fn nearest_code(x: f32, a: f32, b: f32, qlo: i32, qhi: i32) -> i32 {
     if a == 0.0 {
         return 0i32.clamp(qlo, qhi);
     }
-    // `as i32` saturates on overflow, so huge ratios clamp correctly.
-    (((x + b) / a).round() as i32).clamp(qlo, qhi)
+    round_i32((x + b) / a).clamp(qlo, qhi)
 }
 
 /// Like [`nearest_code`] but checked against the exact f32 decode of the neighbouring codes, so
@@ -739,10 +755,13 @@ fn best_code(x: f32, a: f32, b: f32, sp: &Spec) -> i32 {
 /// re-rounded to nearest, using ggml's exact decode arithmetic.
 #[inline]
 fn sub_error(x: &[f32], w: &[f32], a: f32, b: f32, sp: &Spec) -> f64 {
+    // Multiplying by the reciprocal may round a near-tie the other way than dividing would;
+    // both codes are then equally good up to f32 rounding, and the final pass uses `best_code`.
+    let ia = if a == 0.0 { 0.0 } else { 1.0 / a };
     let mut err = 0.0f64;
     for (&xi, &wi) in x.iter().zip(w) {
-        let q = nearest_code(xi, a, b, sp.qlo, sp.qhi);
-        let e = xi as f64 - decode(a, b, q, sp.has_min) as f64;
+        let q = round_i32((xi + b) * ia).clamp(sp.qlo, sp.qhi);
+        let e = (xi - decode(a, b, q, sp.has_min)) as f64;
         err += wi as f64 * e * e;
     }
     err
@@ -807,7 +826,7 @@ fn fit_affine(x: &[f32], w: &[f32], qmax: i32) -> (f32, f32) {
     for step in 0..=20 {
         let iscale = (qmax as f64 - 1.0 + 0.1 * step as f64) / range;
         for (qi, &xi) in q.iter_mut().zip(x) {
-            *qi = (((xi - lo) as f64 * iscale).round() as i32).clamp(0, qmax);
+            *qi = round_i32(((xi - lo) as f64 * iscale) as f32).clamp(0, qmax);
         }
         for _ in 0..3 {
             let (s, m) = ls_affine(x, w, q);
@@ -815,7 +834,7 @@ fn fit_affine(x: &[f32], w: &[f32], qmax: i32) -> (f32, f32) {
                 break;
             }
             for (qi, &xi) in q.iter_mut().zip(x) {
-                *qi = (((xi as f64 + m) / s).round() as i32).clamp(0, qmax);
+                *qi = round_i32(((xi as f64 + m) / s) as f32).clamp(0, qmax);
             }
             let err = cont_error(x, w, q, s, m);
             if err < best.0 {
@@ -845,7 +864,7 @@ fn fit_symmetric(x: &[f32], w: &[f32], qlo: i32, qhi: i32) -> f32 {
             let t = target as f64 + sign * (-1.0 + 0.1 * step as f64);
             let iscale = t / xm as f64;
             for (qi, &xi) in q.iter_mut().zip(x) {
-                *qi = ((xi as f64 * iscale).round() as i32).clamp(qlo, qhi);
+                *qi = round_i32((xi as f64 * iscale) as f32).clamp(qlo, qhi);
             }
             for _ in 0..3 {
                 let (mut sxq, mut sqq) = (0.0f64, 0.0f64);
@@ -858,7 +877,7 @@ fn fit_symmetric(x: &[f32], w: &[f32], qlo: i32, qhi: i32) -> f32 {
                 }
                 let s = sxq / sqq;
                 for (qi, &xi) in q.iter_mut().zip(x) {
-                    *qi = ((xi as f64 / s).round() as i32).clamp(qlo, qhi);
+                    *qi = round_i32((xi as f64 / s) as f32).clamp(qlo, qhi);
                 }
                 let err = cont_error(x, w, q, s, 0.0);
                 if err < best.0 {
@@ -897,7 +916,7 @@ fn super_scale_candidates(vals: &[f32], c: &[f64], lo: i32, hi: i32, keep: usize
             .iter()
             .zip(c)
             .map(|(&v, &cj)| {
-                let l = ((v / d).round() as i32).clamp(lo, hi);
+                let l = round_i32(v / d).clamp(lo, hi);
                 let e = v as f64 - d as f64 * l as f64;
                 cj * e * e
             })
@@ -913,6 +932,14 @@ fn super_scale_candidates(vals: &[f32], c: &[f64], lo: i32, hi: i32, keep: usize
         let bottom = 0.5 * limit.unsigned_abs() as f64;
         for k in 0..=STEPS {
             try_level(sign * (top - (top - bottom) * k as f64 / STEPS as f64));
+        }
+        // Coarser, geometric levels below half the range: they matter when `ext / limit`
+        // underflows f16 (tiny weights), where a larger integer scale on a subnormal `d` is
+        // the only way to keep the sub-block non-zero.
+        let mut t = bottom * 0.9;
+        while t >= 1.0 {
+            try_level(sign * t);
+            t *= 0.9;
         }
     }
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -985,8 +1012,9 @@ fn block_error(x: &[f32], w: &[f32], st: &State, d: u16, dmin: u16, sp: &Spec) -
     err
 }
 
-/// Coordinate descent on the true block error from a starting pair of super-scales.
-fn descend(x: &[f32], w: &[f32], s: &[f32], m: &[f32], d0: u16, dm0: u16, sp: &Spec) -> State {
+/// The starting state for super-scales `(d0, dm0)`: sub-scales/mins rounded from the
+/// continuous fit, with its true block error.
+fn start_state(x: &[f32], w: &[f32], s: &[f32], m: &[f32], d0: u16, dm0: u16, sp: &Spec) -> State {
     let mut st = State {
         d: d0,
         dmin: dm0,
@@ -998,15 +1026,20 @@ fn descend(x: &[f32], w: &[f32], s: &[f32], m: &[f32], d0: u16, dm0: u16, sp: &S
         let (df, mf) = (f16_to_f32(d0), f16_to_f32(dm0));
         for j in 0..sp.n_sub {
             if df != 0.0 {
-                st.ls[j] = ((s[j] / df).round() as i32).clamp(sp.slo, sp.shi);
+                st.ls[j] = round_i32(s[j] / df).clamp(sp.slo, sp.shi);
             }
             if sp.has_min && mf != 0.0 {
-                st.lm[j] = ((m[j] / mf).round() as i32).clamp(0, sp.mhi);
+                st.lm[j] = round_i32(m[j] / mf).clamp(0, sp.mhi);
             }
         }
     }
     st.err = block_error(x, w, &st, st.d, st.dmin, sp);
+    st
+}
 
+/// Coordinate descent on the true block error: alternately the integer sub-scales/mins of
+/// each sub-block and the f16 super-scales, until nothing improves (at most 8 rounds).
+fn descend(x: &[f32], w: &[f32], s: &[f32], m: &[f32], mut st: State, sp: &Spec) -> State {
     for _ in 0..8 {
         let mut changed = false;
         let (df, mf) = (f16_to_f32(st.d), f16_to_f32(st.dmin));
@@ -1137,20 +1170,20 @@ fn quantize_block_weighted<B: KQuantBlock>(x: &[f32], w: &[f32]) -> B {
     } else {
         vec![0]
     };
-    let mut best: Option<State> = None;
+    // Score every start by its true error; descend from the two best.
+    let mut starts: Vec<State> = Vec::with_capacity(d_starts.len() * m_starts.len());
     for &d0 in &d_starts {
         for &m0 in &m_starts {
-            let st = descend(x, w, &s, &m, d0, m0, &sp);
-            let better = match &best {
-                None => true,
-                Some(b) => st.total(n) < b.total(n),
-            };
-            if better {
-                best = Some(st);
-            }
+            starts.push(start_state(x, w, &s, &m, d0, m0, &sp));
         }
     }
-    let st = best.expect("at least one start");
+    starts.sort_by(|a, b| a.total(n).total_cmp(&b.total(n)));
+    let st = starts
+        .into_iter()
+        .take(2)
+        .map(|st| descend(x, w, &s, &m, st, &sp))
+        .min_by(|a, b| a.total(n).total_cmp(&b.total(n)))
+        .expect("at least one start");
 
     // Final pass: every code re-rounded against the quantised scales, exactly.
     let (df, mf) = (f16_to_f32(st.d), f16_to_f32(st.dmin));

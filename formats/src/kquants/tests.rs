@@ -208,9 +208,7 @@ fn random_block<B: KQuantBlock>(rng: &mut Rng) -> B {
     let scales: Vec<i32> = (0..B::SUB_BLOCKS)
         .map(|_| rng.int(B::SCALE_MIN, B::SCALE_MAX))
         .collect();
-    let mins: Vec<i32> = (0..B::SUB_BLOCKS)
-        .map(|_| rng.int(0, B::MIN_MAX))
-        .collect();
+    let mins: Vec<i32> = (0..B::SUB_BLOCKS).map(|_| rng.int(0, B::MIN_MAX)).collect();
     let codes: Vec<i32> = (0..QK_K)
         .map(|_| rng.int(B::CODE_MIN, B::CODE_MAX))
         .collect();
@@ -223,7 +221,12 @@ fn pack_round_trip<B: KQuantBlock>() {
     for _ in 0..200 {
         let block = random_block::<B>(&mut rng);
         block.pack(&mut buf);
-        assert_eq!(&buf[B::BYTES..], &[0xAA; 3], "{}: wrote past BYTES", B::TYPE);
+        assert_eq!(
+            &buf[B::BYTES..],
+            &[0xAA; 3],
+            "{}: wrote past BYTES",
+            B::TYPE
+        );
         let back = B::unpack(&buf);
         assert_eq!(back, block, "{}", B::TYPE);
         for j in 0..B::SUB_BLOCKS {
@@ -270,7 +273,12 @@ fn value_consistency<B: KQuantBlock>(dequantize: DequantizeFn) {
                 a * block.code(i) as f32
             };
             assert_eq!(block.value(i).to_bits(), formula.to_bits(), "{}", B::TYPE);
-            assert_eq!(row[b * QK_K + i].to_bits(), formula.to_bits(), "{}", B::TYPE);
+            assert_eq!(
+                row[b * QK_K + i].to_bits(),
+                formula.to_bits(),
+                "{}",
+                B::TYPE
+            );
         }
     }
 }
@@ -302,7 +310,7 @@ fn layout_spot_checks() {
     assert_eq!(out[2] & (1 << 4), 0);
     assert_eq!(out[3] & (1 << 4), 1 << 4);
     assert_eq!(&out[96..108], &[0u8; 12]); // scale −32 is stored as 0
-    // Q5_K: weight 200 (sub-block 6) has its fifth bit in qh[200 % 32] bit 6.
+                                           // Q5_K: weight 200 (sub-block 6) has its fifth bit in qh[200 % 32] bit 6.
     let mut codes = zeros;
     codes[200] = 16;
     let mut out = [0u8; 176];
@@ -382,8 +390,8 @@ fn codes_are_optimal_for_final_scales() {
         let imp: Vec<f32> = (0..QK_K).map(|_| rng.normal().exp()).collect();
         for importance in [None, Some(&imp[..])] {
             let block = quantize_block::<B>(&x, importance);
-            for i in 0..QK_K {
-                let err = |v: f32| (x[i] as f64 - v as f64).abs();
+            for (i, &xi) in x.iter().enumerate() {
+                let err = |v: f32| (xi as f64 - v as f64).abs();
                 let cur = err(block.value(i));
                 let j = i / B::SUB_BLOCK_LEN;
                 for q in B::CODE_MIN..=B::CODE_MAX {
@@ -432,6 +440,26 @@ fn importance_lowers_weighted_error() {
         println!("{ty}: imatrix-weighted RMSE with {e_with:.5e}, without {e_without:.5e}");
         assert!(e_with < e_without, "{ty}: {e_with} ≥ {e_without}");
     });
+}
+
+#[test]
+fn round_i32_matches_round_ties_even() {
+    let mut rng = Rng::new(9);
+    for _ in 0..10_000 {
+        let v = rng.normal() * 10f32.powi(rng.int(-3, 6));
+        assert_eq!(round_i32(v), v.round_ties_even() as i32, "{v}");
+    }
+    for (v, r) in [
+        (0.5f32, 0),
+        (1.5, 2),
+        (-2.5, -2),
+        (-0.49999997, 0),
+        (1e9, 4_194_303),
+    ] {
+        assert_eq!(round_i32(v), r, "{v}");
+    }
+    assert_eq!(round_i32(f32::NAN), 0);
+    assert_eq!(round_i32(f32::NEG_INFINITY), -4_194_303);
 }
 
 #[test]
