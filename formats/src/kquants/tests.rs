@@ -489,3 +489,40 @@ fn dispatch_and_length_checks() {
         ));
     });
 }
+
+/// Degenerate importance (zeros, NaN, negative, huge) and extreme magnitudes still give finite
+/// blocks; a block whose importance is all zero is quantised as if unweighted.
+#[test]
+fn degenerate_inputs() {
+    let mut rng = Rng::new(21);
+    let x: Vec<f32> = (0..QK_K).map(|_| rng.normal()).collect();
+    let mut imp: Vec<f32> = (0..QK_K).map(|i| (i % 5) as f32).collect();
+    imp[3] = f32::NAN;
+    imp[4] = -1.0;
+    imp[9] = f32::INFINITY;
+    imp[10] = 1e30;
+    let zero_imp = vec![0f32; QK_K];
+    for_all_types(|ty, quantize, dequantize| {
+        let mut packed = vec![0u8; ty.type_size()];
+        let mut back = vec![0f32; QK_K];
+        for scale in [1e-30f32, 1e-3, 1.0, 1e4, 1e7] {
+            let xs: Vec<f32> = x.iter().map(|v| v * scale).collect();
+            quantize(&xs, Some(&imp), &mut packed);
+            dequantize(&packed, &mut back);
+            assert!(back.iter().all(|v| v.is_finite()), "{ty} at scale {scale}");
+        }
+        quantize(&x, Some(&zero_imp), &mut packed);
+        let mut plain = vec![0u8; ty.type_size()];
+        quantize(&x, None, &mut plain);
+        assert_eq!(
+            packed, plain,
+            "{ty}: all-zero importance should act as uniform"
+        );
+        // Weights that are only representable at the top of the f16 range still decode close.
+        let big: Vec<f32> = x.iter().map(|v| v * 1e4).collect();
+        quantize(&big, None, &mut packed);
+        dequantize(&packed, &mut back);
+        let rel = weighted_rmse(&big, &back, None) / 1e4;
+        assert!(rel < 0.4, "{ty}: relative RMSE {rel} at 1e4");
+    });
+}
