@@ -353,8 +353,9 @@ fn zero_rows_decode_to_zero() {
 
 #[test]
 fn gaussian_error_bounds() {
-    // RMSE relative to σ for N(0, 1) weights; the bounds are ~15 % above what this quantiser
-    // achieves and below ggml's reference quantisers on the same data.
+    // RMSE relative to σ for N(0, 1) weights. This quantiser achieves 0.258, 0.143, 0.069,
+    // 0.034 and 0.016; the bounds leave ~40 % headroom and catch gross regressions (the
+    // comparison with ggml itself is in the golden tests).
     let bounds = [
         (GgmlType::Q2_K, 0.36),
         (GgmlType::Q3_K, 0.19),
