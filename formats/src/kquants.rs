@@ -630,7 +630,7 @@ const _: () = assert!(GgmlType::Q6_K.block_size() == QK_K);
 
 fn dequantize_row_generic<B: KQuantBlock>(src: &[u8], dst: &mut [f32]) {
     assert!(
-        dst.len() % QK_K == 0 && src.len() == dst.len() / QK_K * B::BYTES,
+        dst.len() / QK_K * QK_K == dst.len() && src.len() == dst.len() / QK_K * B::BYTES,
         "{}: {} bytes cannot hold {} weights",
         B::TYPE,
         src.len(),
@@ -1230,7 +1230,7 @@ pub fn quantize_block<B: KQuantBlock>(x: &[f32], importance: Option<&[f32]>) -> 
 
 fn quantize_row_generic<B: KQuantBlock>(src: &[f32], importance: Option<&[f32]>, dst: &mut [u8]) {
     assert!(
-        src.len() % QK_K == 0 && dst.len() == src.len() / QK_K * B::BYTES,
+        src.len() / QK_K * QK_K == src.len() && dst.len() == src.len() / QK_K * B::BYTES,
         "{}: {} bytes cannot hold {} weights",
         B::TYPE,
         dst.len(),
