@@ -19,6 +19,7 @@ mod golden;
 pub mod iq4;
 pub mod legacy;
 pub mod search;
+pub mod kquants;
 pub mod types;
 
 pub use error::FormatError;
@@ -29,7 +30,20 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | IQ4_XS
+        F32 | F16
+            | BF16
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q8_0
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | IQ4_NL
+            | IQ4_XS
     )
 }
 
@@ -74,6 +88,11 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), F
         Q8_0 => legacy::dequantize_row_q8_0(src, dst),
         IQ4_NL => iq4::dequantize_row_iq4_nl(src, dst),
         IQ4_XS => iq4::dequantize_row_iq4_xs(src, dst),
+        Q2_K => kquants::dequantize_row_q2_k(src, dst),
+        Q3_K => kquants::dequantize_row_q3_k(src, dst),
+        Q4_K => kquants::dequantize_row_q4_k(src, dst),
+        Q5_K => kquants::dequantize_row_q5_k(src, dst),
+        Q6_K => kquants::dequantize_row_q6_k(src, dst),
         _ => return Err(FormatError::Unsupported(ty, "decoding")),
     }
     Ok(())
@@ -120,6 +139,11 @@ pub fn quantize_row(
         Q8_0 => legacy::quantize_row_q8_0(src, importance, dst),
         IQ4_NL => iq4::quantize_row_iq4_nl(src, importance, dst),
         IQ4_XS => iq4::quantize_row_iq4_xs(src, importance, dst),
+        Q2_K => kquants::quantize_row_q2_k(src, importance, dst),
+        Q3_K => kquants::quantize_row_q3_k(src, importance, dst),
+        Q4_K => kquants::quantize_row_q4_k(src, importance, dst),
+        Q5_K => kquants::quantize_row_q5_k(src, importance, dst),
+        Q6_K => kquants::quantize_row_q6_k(src, importance, dst),
         _ => return Err(FormatError::Unsupported(ty, "encoding")),
     }
     Ok(())
