@@ -149,7 +149,10 @@ impl Imatrix {
                 _ => {
                     return Err(invalid(
                         format!("metadata '{KEY_DATASETS}'"),
-                        format!("must be an array of STRING, found an array of {}", a.elem_type()),
+                        format!(
+                            "must be an array of STRING, found an array of {}",
+                            a.elem_type()
+                        ),
                     ))
                 }
             },
@@ -210,7 +213,10 @@ impl Imatrix {
             }
             let n_experts = counts.n_elements;
             if n_experts == 0 || sums.n_elements == 0 {
-                return Err(invalid(format!("tensor '{}'", sums.name), "is empty".into()));
+                return Err(invalid(
+                    format!("tensor '{}'", sums.name),
+                    "is empty".into(),
+                ));
             }
             if sums.n_rows() != n_experts {
                 return Err(invalid(
@@ -269,7 +275,11 @@ impl Imatrix {
 
     /// Parse a legacy `.dat` imatrix held in `bytes` (`path` names it in errors).
     pub fn from_dat_bytes(bytes: &[u8], path: &Path) -> Result<Imatrix, ImatrixError> {
-        let mut r = DatReader { bytes, pos: 0, path };
+        let mut r = DatReader {
+            bytes,
+            pos: 0,
+            path,
+        };
         let n_entries = r.i32(&|| "entry count".into())?;
         // Smallest entry: name length, 1-byte name, ncall, value count, one value.
         const MIN_ENTRY: u64 = 4 + 1 + 4 + 4 + 4;
@@ -283,7 +293,10 @@ impl Imatrix {
         for i in 0..n_entries {
             let len = r.i32(&|| format!("entry {i} name length"))?;
             if len < 1 {
-                return Err(r.invalid(format!("entry {i} name length"), format!("{len} (must be ≥ 1)")));
+                return Err(r.invalid(
+                    format!("entry {i} name length"),
+                    format!("{len} (must be ≥ 1)"),
+                ));
             }
             let name_bytes = r.take(len as u64, &|| format!("entry {i} name"))?;
             let name = std::str::from_utf8(name_bytes)
@@ -291,7 +304,10 @@ impl Imatrix {
                 .to_string();
             let ncall = r.i32(&|| format!("entry '{name}' ncall"))?;
             if ncall < 0 {
-                return Err(r.invalid(format!("entry '{name}' ncall"), format!("{ncall} is negative")));
+                return Err(r.invalid(
+                    format!("entry '{name}' ncall"),
+                    format!("{ncall} is negative"),
+                ));
             }
             let nval_field = || format!("entry '{name}' value count");
             let nval = r.i32(&nval_field)?;
@@ -325,7 +341,9 @@ impl Imatrix {
             if r.remaining() > 0 {
                 let len = r.i32(&|| "dataset name length".into())?;
                 if len < 0 {
-                    return Err(r.invalid("dataset name length".into(), format!("{len} is negative")));
+                    return Err(
+                        r.invalid("dataset name length".into(), format!("{len} is negative"))
+                    );
                 }
                 if len > 0 {
                     let name = r.take(len as u64, &|| "dataset name".into())?;
@@ -359,9 +377,14 @@ impl Imatrix {
     /// The importance row of expert `expert` of a weight whose rows have `n_cols` columns.
     /// `None` if the weight is unknown, its data is not a whole number of `n_cols` rows, or
     /// the expert is out of range. Expert 0 of a 2-D weight is its whole importance.
-    pub fn expert_importance(&self, tensor_name: &str, n_cols: usize, expert: usize) -> Option<&[f32]> {
+    pub fn expert_importance(
+        &self,
+        tensor_name: &str,
+        n_cols: usize,
+        expert: usize,
+    ) -> Option<&[f32]> {
         let v = self.importance(tensor_name)?;
-        if n_cols == 0 || v.len() % n_cols != 0 {
+        if n_cols == 0 || !v.len().is_multiple_of(n_cols) {
             return None;
         }
         v.chunks_exact(n_cols).nth(expert)
@@ -513,10 +536,22 @@ mod tests {
 
     fn good_tensors() -> Vec<T> {
         vec![
-            f32_tensor("blk.0.attn_q.weight.in_sum", &[4, 1], &[1.0, -1.0, 0.0, 2.0]),
-            f32_tensor("blk.0.attn_q.weight.in_sum2", &[4, 1], &[2.0, 4.0, 6.0, 8.0]),
+            f32_tensor(
+                "blk.0.attn_q.weight.in_sum",
+                &[4, 1],
+                &[1.0, -1.0, 0.0, 2.0],
+            ),
+            f32_tensor(
+                "blk.0.attn_q.weight.in_sum2",
+                &[4, 1],
+                &[2.0, 4.0, 6.0, 8.0],
+            ),
             f32_tensor("blk.0.attn_q.weight.counts", &[1, 1], &[2.0]),
-            f32_tensor("blk.0.ffn_up_exps.weight.in_sum2", &[2, 3], &[1.0, 2.0, 9.0, 9.0, 4.0, 8.0]),
+            f32_tensor(
+                "blk.0.ffn_up_exps.weight.in_sum2",
+                &[2, 3],
+                &[1.0, 2.0, 9.0, 9.0, 4.0, 8.0],
+            ),
             f32_tensor("blk.0.ffn_up_exps.weight.counts", &[1, 3], &[1.0, 0.0, 4.0]),
         ]
     }
@@ -534,13 +569,20 @@ mod tests {
             im.names().collect::<Vec<_>>(),
             ["blk.0.attn_q.weight", "blk.0.ffn_up_exps.weight"]
         );
-        assert_eq!(im.importance("blk.0.attn_q.weight").unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(
+            im.importance("blk.0.attn_q.weight").unwrap(),
+            &[1.0, 2.0, 3.0, 4.0]
+        );
         // Per expert: sums / count, count 0 → ones.
         assert_eq!(
             im.importance("blk.0.ffn_up_exps.weight").unwrap(),
             &[1.0, 2.0, 1.0, 1.0, 1.0, 2.0]
         );
-        assert_eq!(im.expert_importance("blk.0.ffn_up_exps.weight", 2, 2).unwrap(), &[1.0, 2.0]);
+        assert_eq!(
+            im.expert_importance("blk.0.ffn_up_exps.weight", 2, 2)
+                .unwrap(),
+            &[1.0, 2.0]
+        );
         assert_eq!(im.expert_importance("blk.0.ffn_up_exps.weight", 2, 3), None);
         assert_eq!(im.expert_importance("blk.0.ffn_up_exps.weight", 4, 0), None);
         assert_eq!(im.importance("blk.0.attn_q.weight.in_sum2"), None);
@@ -564,12 +606,18 @@ mod tests {
         let mut t = good_tensors();
         t.remove(2);
         let m = gguf_error(imatrix_meta(), &t);
-        assert!(m.contains("'blk.0.attn_q.weight.in_sum2'") && m.contains("no matching"), "{m}");
+        assert!(
+            m.contains("'blk.0.attn_q.weight.in_sum2'") && m.contains("no matching"),
+            "{m}"
+        );
 
         let mut t = good_tensors();
         t.remove(1);
         let m = gguf_error(imatrix_meta(), &t);
-        assert!(m.contains("'blk.0.attn_q.weight.counts'") && m.contains("no matching"), "{m}");
+        assert!(
+            m.contains("'blk.0.attn_q.weight.counts'") && m.contains("no matching"),
+            "{m}"
+        );
 
         let mut t = good_tensors();
         t[2] = T {
@@ -579,20 +627,34 @@ mod tests {
             data: vec![0, 0x40],
         };
         let m = gguf_error(imatrix_meta(), &t);
-        assert!(m.contains("counts' type") && m.contains("must be F32"), "{m}");
+        assert!(
+            m.contains("counts' type") && m.contains("must be F32"),
+            "{m}"
+        );
 
         let mut t = good_tensors();
         t[4] = f32_tensor("blk.0.ffn_up_exps.weight.counts", &[1, 2], &[1.0, 1.0]);
         let m = gguf_error(imatrix_meta(), &t);
-        assert!(m.contains("in_sum2' shape") && m.contains("2 counts"), "{m}");
+        assert!(
+            m.contains("in_sum2' shape") && m.contains("2 counts"),
+            "{m}"
+        );
 
         let mut t = good_tensors();
-        t[1] = f32_tensor("blk.0.attn_q.weight.in_sum2", &[4, 1], &[1.0, f32::NAN, 1.0, 1.0]);
+        t[1] = f32_tensor(
+            "blk.0.attn_q.weight.in_sum2",
+            &[4, 1],
+            &[1.0, f32::NAN, 1.0, 1.0],
+        );
         let m = gguf_error(imatrix_meta(), &t);
         assert!(m.contains("in_sum2' element 1"), "{m}");
 
         let mut t = good_tensors();
-        t[1] = f32_tensor("blk.0.attn_q.weight.in_sum2", &[4, 1], &[1.0, 1.0, -3.0, 1.0]);
+        t[1] = f32_tensor(
+            "blk.0.attn_q.weight.in_sum2",
+            &[4, 1],
+            &[1.0, 1.0, -3.0, 1.0],
+        );
         assert!(gguf_error(imatrix_meta(), &t).contains("element 2"));
 
         let mut t = good_tensors();
@@ -611,7 +673,10 @@ mod tests {
         meta[1].1 = MetaValue::Array(MetaArray::U8(vec![1]));
         assert!(gguf_error(meta, &good_tensors()).contains("imatrix.datasets"));
 
-        let m = gguf_error(imatrix_meta(), &[f32_tensor("output.weight", &[4], &[0.0; 4])]);
+        let m = gguf_error(
+            imatrix_meta(),
+            &[f32_tensor("output.weight", &[4], &[0.0; 4])],
+        );
         assert!(m.contains("not an imatrix"), "{m}");
     }
 
@@ -649,7 +714,10 @@ mod tests {
         let im = Imatrix::load(&path).unwrap();
         assert_eq!(im.format(), ImatrixFormat::LegacyDat);
         assert_eq!(im.len(), 2);
-        assert_eq!(im.importance("blk.0.attn_k.weight").unwrap(), &[1.0, 2.0, 0.5]);
+        assert_eq!(
+            im.importance("blk.0.attn_k.weight").unwrap(),
+            &[1.0, 2.0, 0.5]
+        );
         assert_eq!(im.importance("blk.0.ffn_down.weight").unwrap(), &[1.0, 1.0]);
         assert_eq!(im.datasets(), ["groups_merged.txt"]);
         assert_eq!((im.chunk_count(), im.chunk_size()), (100, 0));
@@ -660,7 +728,12 @@ mod tests {
         assert_eq!((im.chunk_count(), im.datasets().len()), (0, 0));
         let mut only_chunks = dat(&dat_entries(), None);
         only_chunks.extend_from_slice(&7i32.to_le_bytes());
-        assert_eq!(Imatrix::from_dat_bytes(&only_chunks, p).unwrap().chunk_count(), 7);
+        assert_eq!(
+            Imatrix::from_dat_bytes(&only_chunks, p)
+                .unwrap()
+                .chunk_count(),
+            7
+        );
         let im = Imatrix::from_dat_bytes(&dat(&dat_entries(), Some((3, ""))), p).unwrap();
         assert!(im.datasets().is_empty());
     }
@@ -683,7 +756,9 @@ mod tests {
     }
 
     fn dat_err(bytes: &[u8]) -> String {
-        Imatrix::from_dat_bytes(bytes, Path::new("m.dat")).unwrap_err().to_string()
+        Imatrix::from_dat_bytes(bytes, Path::new("m.dat"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -723,14 +798,23 @@ mod tests {
     fn load_reports_missing_and_bad_gguf() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none.dat");
-        assert!(matches!(Imatrix::load(&missing), Err(ImatrixError::Io { .. })));
+        assert!(matches!(
+            Imatrix::load(&missing),
+            Err(ImatrixError::Io { .. })
+        ));
         let bad = dir.path().join("broken.gguf");
         std::fs::write(&bad, b"GGUF\x03\x00\x00\x00").unwrap();
         let err = Imatrix::load(&bad).unwrap_err();
-        assert!(matches!(err, ImatrixError::Gguf(GgufError::Truncated { .. })), "{err}");
+        assert!(
+            matches!(err, ImatrixError::Gguf(GgufError::Truncated { .. })),
+            "{err}"
+        );
         // Files shorter than the magic are treated as legacy and fail there.
         let tiny = dir.path().join("tiny.dat");
         std::fs::write(&tiny, b"GG").unwrap();
-        assert!(matches!(Imatrix::load(&tiny), Err(ImatrixError::Truncated { .. })));
+        assert!(matches!(
+            Imatrix::load(&tiny),
+            Err(ImatrixError::Truncated { .. })
+        ));
     }
 }

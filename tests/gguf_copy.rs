@@ -93,7 +93,9 @@ fn real_model_header_is_as_expected() {
         let types: std::collections::BTreeSet<GgmlType> = f.tensors.iter().map(|t| t.ty).collect();
         assert_eq!(
             types,
-            [GgmlType::F32, GgmlType::Q4_1, GgmlType::Q8_0].into_iter().collect()
+            [GgmlType::F32, GgmlType::Q4_1, GgmlType::Q8_0]
+                .into_iter()
+                .collect()
         );
     }
 }
@@ -116,10 +118,17 @@ fn gguf_python_package_reads_our_output() {
     let path = dir.path().join("cross.gguf");
     write_cross_check_file(&path);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_gguf_py.py");
-    let out = Command::new("python3").arg(&script).arg(&path).output().unwrap();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&path)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "check_gguf_py.py failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "check_gguf_py.py failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("OK"), "{stdout}");
 }
 
@@ -143,20 +152,36 @@ fn write_cross_check_file(path: &Path) {
         kv("x.u64", V::U64(1 << 50)),
         kv("x.i64", V::I64(-(1 << 50))),
         kv("x.f64", V::F64(-1.5)),
-        kv("x.arr_str", V::Array(A::String(vec![b"a".to_vec(), b"bc".to_vec(), vec![]]))),
+        kv(
+            "x.arr_str",
+            V::Array(A::String(vec![b"a".to_vec(), b"bc".to_vec(), vec![]])),
+        ),
         kv("x.arr_i32", V::Array(A::I32(vec![1, -2, 3]))),
         kv("x.arr_f32", V::Array(A::F32(vec![0.5, 1.5]))),
         kv("x.arr_bool", V::Array(A::Bool(vec![false, true]))),
     ];
     let plans = vec![
-        TensorPlan { name: "f32".into(), dims: vec![4, 3], ty: GgmlType::F32 },
-        TensorPlan { name: "q8".into(), dims: vec![64, 2], ty: GgmlType::Q8_0 },
-        TensorPlan { name: "q4k".into(), dims: vec![256], ty: GgmlType::Q4_K },
+        TensorPlan {
+            name: "f32".into(),
+            dims: vec![4, 3],
+            ty: GgmlType::F32,
+        },
+        TensorPlan {
+            name: "q8".into(),
+            dims: vec![64, 2],
+            ty: GgmlType::Q8_0,
+        },
+        TensorPlan {
+            name: "q4k".into(),
+            dims: vec![256],
+            ty: GgmlType::Q4_K,
+        },
     ];
     let mut w = GgufWriter::create(path, &meta, &plans).unwrap();
     let f32_data: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
     w.write_tensor(&f32_data).unwrap();
-    w.write_tensor(&(0..136).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
+    w.write_tensor(&(0..136).map(|i| i as u8).collect::<Vec<_>>())
+        .unwrap();
     w.write_tensor(&[7u8; 144]).unwrap();
     w.finish().unwrap();
 }

@@ -22,10 +22,7 @@ pub use types::{GgmlType, QK_K};
 /// True if [`dequantize_row`] can decode this type.
 pub fn can_dequantize(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(
-        ty,
-        F32 | F16 | BF16
-    )
+    matches!(ty, F32 | F16 | BF16)
 }
 
 /// True if [`quantize_row`] can encode this type.
@@ -36,11 +33,20 @@ pub fn can_quantize(ty: GgmlType) -> bool {
 fn check_lengths(ty: GgmlType, weights: usize, bytes: usize) -> Result<(), FormatError> {
     let block = ty.block_size();
     if weights % block != 0 {
-        return Err(FormatError::NotBlockMultiple { ty, len: weights, block });
+        return Err(FormatError::NotBlockMultiple {
+            ty,
+            len: weights,
+            block,
+        });
     }
     let expected = weights / block * ty.type_size();
     if bytes != expected {
-        return Err(FormatError::LengthMismatch { ty, what: "packed buffer", got: bytes, expected });
+        return Err(FormatError::LengthMismatch {
+            ty,
+            what: "packed buffer",
+            got: bytes,
+            expected,
+        });
     }
     Ok(())
 }
@@ -72,7 +78,12 @@ pub fn quantize_row(
     check_lengths(ty, src.len(), dst.len())?;
     if let Some(w) = importance {
         if w.len() != src.len() {
-            return Err(FormatError::LengthMismatch { ty, what: "importance", got: w.len(), expected: src.len() });
+            return Err(FormatError::LengthMismatch {
+                ty,
+                what: "importance",
+                got: w.len(),
+                expected: src.len(),
+            });
         }
     }
     if let Some((index, &value)) = src.iter().enumerate().find(|(_, v)| !v.is_finite()) {

@@ -95,7 +95,12 @@ impl Raw {
         let mut b = Vec::new();
         b.extend_from_slice(&self.magic);
         b.extend_from_slice(&self.version.to_le_bytes());
-        b.extend_from_slice(&self.n_tensors.unwrap_or(self.tensors.len() as u64).to_le_bytes());
+        b.extend_from_slice(
+            &self
+                .n_tensors
+                .unwrap_or(self.tensors.len() as u64)
+                .to_le_bytes(),
+        );
         b.extend_from_slice(&self.n_kv.unwrap_or(self.kv_count).to_le_bytes());
         b.extend_from_slice(&self.kv);
         for t in &self.tensors {
@@ -108,7 +113,7 @@ impl Raw {
             b.extend_from_slice(&t.offset.to_le_bytes());
         }
         if self.pad_header {
-            while b.len() as u64 % self.alignment != 0 {
+            while !(b.len() as u64).is_multiple_of(self.alignment) {
                 b.push(0);
             }
         }
@@ -129,10 +134,20 @@ fn two_tensors() -> Raw {
 
 fn expect_invalid(bytes: &[u8], field_part: &str, reason_part: &str) {
     match parse(bytes) {
-        Err(GgufError::Invalid { field, reason, path }) => {
+        Err(GgufError::Invalid {
+            field,
+            reason,
+            path,
+        }) => {
             assert_eq!(path, Path::new(P));
-            assert!(field.contains(field_part), "field {field:?} lacks {field_part:?}");
-            assert!(reason.contains(reason_part), "reason {reason:?} lacks {reason_part:?}");
+            assert!(
+                field.contains(field_part),
+                "field {field:?} lacks {field_part:?}"
+            );
+            assert!(
+                reason.contains(reason_part),
+                "reason {reason:?} lacks {reason_part:?}"
+            );
         }
         other => panic!("expected Invalid({field_part}, {reason_part}), got {other:?}"),
     }
@@ -141,7 +156,10 @@ fn expect_invalid(bytes: &[u8], field_part: &str, reason_part: &str) {
 fn expect_truncated(bytes: &[u8], field_part: &str) {
     match parse(bytes) {
         Err(GgufError::Truncated { field, .. }) => {
-            assert!(field.contains(field_part), "field {field:?} lacks {field_part:?}")
+            assert!(
+                field.contains(field_part),
+                "field {field:?} lacks {field_part:?}"
+            )
         }
         other => panic!("expected Truncated({field_part}), got {other:?}"),
     }
@@ -180,7 +198,10 @@ fn every_value() -> Vec<(String, MetaValue)> {
         kv("a.i32", V::Array(A::I32(vec![-1, i32::MAX]))),
         kv("a.f32", V::Array(A::F32(vec![0.5, -0.0, f32::INFINITY]))),
         kv("a.bool", V::Array(A::Bool(vec![true, false, true]))),
-        kv("a.string", V::Array(A::String(vec![b"a".to_vec(), vec![], vec![0xc3]]))),
+        kv(
+            "a.string",
+            V::Array(A::String(vec![b"a".to_vec(), vec![], vec![0xc3]])),
+        ),
         kv("a.u64", V::Array(A::U64(vec![u64::MAX, 0]))),
         kv("a.i64", V::Array(A::I64(vec![i64::MIN, 5]))),
         kv("a.f64", V::Array(A::F64(vec![1e300, -2.5]))),
@@ -207,7 +228,9 @@ fn sample_plans() -> Vec<TensorPlan> {
 fn plan_bytes(p: &TensorPlan, seed: u8) -> Vec<u8> {
     let n: u64 = p.dims.iter().product();
     let len = n / p.ty.block_size() as u64 * p.ty.type_size() as u64;
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// Write a file with every value type and the sample tensors; return its bytes.
@@ -253,8 +276,14 @@ fn round_trip_every_value_type_and_tensor() {
         assert_eq!(e1, e2, "value of {k1}");
     }
     assert_eq!(f.get("t.u16"), Some(&MetaValue::U16(65000)));
-    assert_eq!(f.get("t.string").and_then(|v| v.as_str()), Some("héllo wörld"));
-    assert_eq!(f.get("t.string_bytes"), Some(&MetaValue::String(vec![0xff, 0, 0xfe])));
+    assert_eq!(
+        f.get("t.string").and_then(|v| v.as_str()),
+        Some("héllo wörld")
+    );
+    assert_eq!(
+        f.get("t.string_bytes"),
+        Some(&MetaValue::String(vec![0xff, 0, 0xfe]))
+    );
     let plans = sample_plans();
     assert_eq!(f.tensors.len(), plans.len());
     for (i, p) in plans.iter().enumerate() {
@@ -263,7 +292,12 @@ fn round_trip_every_value_type_and_tensor() {
         assert_eq!(t.dims, p.dims);
         assert_eq!(t.ty, p.ty);
         assert_eq!(t.offset % 32, 0);
-        assert_eq!(f.tensor_data(t), plan_bytes(p, i as u8).as_slice(), "{}", p.name);
+        assert_eq!(
+            f.tensor_data(t),
+            plan_bytes(p, i as u8).as_slice(),
+            "{}",
+            p.name
+        );
         assert_eq!(t.row_bytes() * t.n_rows(), t.n_bytes);
     }
     let ffn = f.tensor("blk.0.ffn_up.weight").unwrap();
@@ -350,7 +384,10 @@ fn zero_tensor_file_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("z.gguf");
     let meta = vec![("general.type".to_string(), MetaValue::string("imatrix"))];
-    GgufWriter::create(&path, &meta, &[]).unwrap().finish().unwrap();
+    GgufWriter::create(&path, &meta, &[])
+        .unwrap()
+        .finish()
+        .unwrap();
     let f = GgufFile::open(&path).unwrap();
     assert!(f.tensors.is_empty());
     assert_eq!(f.get("general.type").unwrap().as_str(), Some("imatrix"));
@@ -371,7 +408,9 @@ fn valid_raw_file_parses() {
 fn rejects_bad_magic_and_versions() {
     let mut raw = two_tensors();
     raw.magic = *b"GGML";
-    assert!(matches!(parse(&raw.build()), Err(GgufError::BadMagic { found, .. }) if &found == b"GGML"));
+    assert!(
+        matches!(parse(&raw.build()), Err(GgufError::BadMagic { found, .. }) if &found == b"GGML")
+    );
     for v in [0u32, 1, 4, 0x0300_0000] {
         let mut raw = two_tensors();
         raw.version = v;
@@ -394,7 +433,9 @@ fn every_truncation_is_an_error() {
     expect_truncated(&full[..3], "magic");
     // The counts are checked against the remaining bytes first.
     expect_truncated(&full[..30], "tensor count");
-    let kv_only = Raw::new().kv("general.name", &MetaValue::string("x")).build();
+    let kv_only = Raw::new()
+        .kv("general.name", &MetaValue::string("x"))
+        .build();
     expect_truncated(&kv_only[..40], "metadata[0] key");
     expect_truncated(&kv_only[..46], "metadata[0] 'general.name' type");
     expect_truncated(&full[..full.len() - 1], "tensor 'b' data");
@@ -426,17 +467,26 @@ fn rejects_lying_string_and_array_lengths() {
     // String value claiming more than remains.
     let mut payload = 500u64.to_le_bytes().to_vec();
     payload.extend_from_slice(b"abc");
-    expect_truncated(&Raw::new().kv_raw(b"s", 8, &payload).build(), "metadata[0] 's'");
+    expect_truncated(
+        &Raw::new().kv_raw(b"s", 8, &payload).build(),
+        "metadata[0] 's'",
+    );
     // String array whose count cannot fit 8 bytes per element in what remains.
     let mut payload = 8u32.to_le_bytes().to_vec();
     payload.extend_from_slice(&(1u64 << 29).to_le_bytes());
     payload.extend_from_slice(&[0; 64]);
-    let bytes = Raw::new().kv_raw(b"tokenizer.ggml.tokens", 9, &payload).build();
+    let bytes = Raw::new()
+        .kv_raw(b"tokenizer.ggml.tokens", 9, &payload)
+        .build();
     expect_truncated(&bytes, "metadata[0] 'tokenizer.ggml.tokens' array length");
     // Above ggml's element limit.
     let mut payload = 0u32.to_le_bytes().to_vec();
     payload.extend_from_slice(&((1u64 << 30) + 1).to_le_bytes());
-    expect_invalid(&Raw::new().kv_raw(b"x", 9, &payload).build(), "array length", "limit");
+    expect_invalid(
+        &Raw::new().kv_raw(b"x", 9, &payload).build(),
+        "array length",
+        "limit",
+    );
     // U32 array with too few bytes.
     let mut payload = 4u32.to_le_bytes().to_vec();
     payload.extend_from_slice(&10u64.to_le_bytes());
@@ -448,21 +498,44 @@ fn rejects_lying_string_and_array_lengths() {
 
 #[test]
 fn rejects_bad_value_types() {
-    expect_invalid(&Raw::new().kv_raw(b"x", 13, &[0; 8]).build(), "metadata[0] 'x' type", "13");
+    expect_invalid(
+        &Raw::new().kv_raw(b"x", 13, &[0; 8]).build(),
+        "metadata[0] 'x' type",
+        "13",
+    );
     let mut nested = 9u32.to_le_bytes().to_vec();
     nested.extend_from_slice(&1u64.to_le_bytes());
     nested.extend_from_slice(&[0; 16]);
-    expect_invalid(&Raw::new().kv_raw(b"n", 9, &nested).build(), "element type", "nested");
+    expect_invalid(
+        &Raw::new().kv_raw(b"n", 9, &nested).build(),
+        "element type",
+        "nested",
+    );
     let mut unknown = 77u32.to_le_bytes().to_vec();
     unknown.extend_from_slice(&0u64.to_le_bytes());
-    expect_invalid(&Raw::new().kv_raw(b"u", 9, &unknown).build(), "'u' array element type", "77");
+    expect_invalid(
+        &Raw::new().kv_raw(b"u", 9, &unknown).build(),
+        "'u' array element type",
+        "77",
+    );
 }
 
 #[test]
 fn keys_must_be_utf8_nonempty_and_unique() {
-    expect_invalid(&Raw::new().kv_raw(&[0xff, 0xfe], 0, &[1]).build(), "metadata[0] key", "UTF-8");
-    expect_invalid(&Raw::new().kv_raw(b"", 0, &[1]).build(), "metadata[0] key", "empty");
-    let dup = Raw::new().kv("a", &MetaValue::U8(1)).kv("b", &MetaValue::U8(1)).kv("a", &MetaValue::U8(2));
+    expect_invalid(
+        &Raw::new().kv_raw(&[0xff, 0xfe], 0, &[1]).build(),
+        "metadata[0] key",
+        "UTF-8",
+    );
+    expect_invalid(
+        &Raw::new().kv_raw(b"", 0, &[1]).build(),
+        "metadata[0] key",
+        "empty",
+    );
+    let dup = Raw::new()
+        .kv("a", &MetaValue::U8(1))
+        .kv("b", &MetaValue::U8(1))
+        .kv("a", &MetaValue::U8(2));
     expect_invalid(&dup.build(), "metadata[2] 'a'", "duplicate");
     // Values need not be UTF-8.
     let h = parse(&Raw::new().kv("s", &MetaValue::String(vec![0xff])).build()).unwrap();
@@ -478,10 +551,22 @@ fn bool_bytes_follow_ggml() {
 #[test]
 fn alignment_must_be_power_of_two_u32() {
     let with = |v: MetaValue| two_tensors().kv(KEY_ALIGNMENT, &v).build();
-    expect_invalid(&with(MetaValue::U64(32)), "'general.alignment'", "U32, found U64");
+    expect_invalid(
+        &with(MetaValue::U64(32)),
+        "'general.alignment'",
+        "U32, found U64",
+    );
     expect_invalid(&with(MetaValue::I32(32)), "'general.alignment'", "U32");
-    expect_invalid(&with(MetaValue::U32(48)), "metadata[1] 'general.alignment'", "power of two");
-    expect_invalid(&with(MetaValue::U32(0)), "'general.alignment'", "power of two");
+    expect_invalid(
+        &with(MetaValue::U32(48)),
+        "metadata[1] 'general.alignment'",
+        "power of two",
+    );
+    expect_invalid(
+        &with(MetaValue::U32(0)),
+        "'general.alignment'",
+        "power of two",
+    );
     // 16 is fine; offsets and padding then follow 16.
     let mut raw = Raw::new()
         .kv(KEY_ALIGNMENT, &MetaValue::U32(16))
@@ -501,7 +586,10 @@ fn tensor_names_are_bounded_unique_utf8() {
     assert_eq!(parse(&ok.build()).unwrap().tensors[0].name, name63);
     let long = Raw::new().tensor(&"n".repeat(64), &[8], 0, 0).data(32);
     expect_invalid(&long.build(), "tensor[0]", "64 bytes, must be < 64");
-    let dup = Raw::new().tensor("a", &[8], 0, 0).tensor("a", &[8], 0, 32).data(64);
+    let dup = Raw::new()
+        .tensor("a", &[8], 0, 0)
+        .tensor("a", &[8], 0, 32)
+        .data(64);
     expect_invalid(&dup.build(), "tensor[1] 'a' name", "duplicate");
     let mut bad = Raw::new().tensor("x", &[8], 0, 0).data(32);
     bad.tensors[0].name = vec![0xc3, 0x28];
@@ -510,20 +598,35 @@ fn tensor_names_are_bounded_unique_utf8() {
 
 #[test]
 fn tensor_shapes_are_checked() {
-    expect_invalid(&Raw::new().tensor("z", &[], 0, 0).build(), "tensor 'z' n_dims", "0 dimensions");
     expect_invalid(
-        &Raw::new().tensor("f", &[1, 1, 1, 1, 1], 0, 0).data(32).build(),
+        &Raw::new().tensor("z", &[], 0, 0).build(),
+        "tensor 'z' n_dims",
+        "0 dimensions",
+    );
+    expect_invalid(
+        &Raw::new()
+            .tensor("f", &[1, 1, 1, 1, 1], 0, 0)
+            .data(32)
+            .build(),
         "tensor 'f' n_dims",
         "5 dimensions",
     );
-    expect_invalid(&Raw::new().tensor("neg", &[8, -1], 0, 0).build(), "tensor 'neg' ne[1]", "-1 is negative");
+    expect_invalid(
+        &Raw::new().tensor("neg", &[8, -1], 0, 0).build(),
+        "tensor 'neg' ne[1]",
+        "-1 is negative",
+    );
     expect_invalid(
         &Raw::new().tensor("big", &[1 << 32, 1 << 32], 0, 0).build(),
         "tensor 'big' ne[1]",
         "overflows",
     );
     // Q8_0 rows must be whole blocks of 32.
-    expect_invalid(&Raw::new().tensor("q", &[33], 8, 0).data(64).build(), "tensor 'q' ne[0]", "block size 32");
+    expect_invalid(
+        &Raw::new().tensor("q", &[33], 8, 0).data(64).build(),
+        "tensor 'q' ne[0]",
+        "block size 32",
+    );
     // A shape whose element count fits but whose byte count does not.
     expect_invalid(
         &Raw::new().tensor("b", &[1 << 62], 0, 0).build(),
@@ -538,9 +641,14 @@ fn tensor_shapes_are_checked() {
 #[test]
 fn unknown_tensor_type_names_tensor_and_id() {
     for id in [4u32, 31, 43, 1 << 31] {
-        let bytes = Raw::new().tensor("blk.0.attn_q.weight", &[32], id, 0).data(32).build();
+        let bytes = Raw::new()
+            .tensor("blk.0.attn_q.weight", &[32], id, 0)
+            .data(32)
+            .build();
         match parse(&bytes) {
-            Err(GgufError::UnknownType { tensor, id: got, .. }) => {
+            Err(GgufError::UnknownType {
+                tensor, id: got, ..
+            }) => {
                 assert_eq!(tensor, "blk.0.attn_q.weight");
                 assert_eq!(got, id);
             }
@@ -551,19 +659,34 @@ fn unknown_tensor_type_names_tensor_and_id() {
 
 #[test]
 fn offsets_must_be_aligned_inside_and_disjoint() {
-    let mis = Raw::new().tensor("a", &[8], 0, 0).tensor("b", &[8], 0, 40).data(96);
+    let mis = Raw::new()
+        .tensor("a", &[8], 0, 0)
+        .tensor("b", &[8], 0, 40)
+        .data(96);
     expect_invalid(&mis.build(), "tensor 'b' offset", "alignment 32");
-    let outside = Raw::new().tensor("a", &[8], 0, 0).tensor("b", &[8], 0, 64).data(64);
+    let outside = Raw::new()
+        .tensor("a", &[8], 0, 0)
+        .tensor("b", &[8], 0, 64)
+        .data(64);
     expect_truncated(&outside.build(), "tensor 'b' data");
     let huge = Raw::new().tensor("a", &[8], 0, u64::MAX - 31).data(64);
     expect_truncated(&huge.build(), "tensor 'a' data");
-    let overlap = Raw::new().tensor("a", &[16], 0, 0).tensor("b", &[8], 0, 32).data(96);
+    let overlap = Raw::new()
+        .tensor("a", &[16], 0, 0)
+        .tensor("b", &[8], 0, 32)
+        .data(96);
     expect_invalid(&overlap.build(), "tensor 'b' offset", "overlaps tensor 'a'");
     // Same offset twice overlaps too, whatever the order.
-    let same = Raw::new().tensor("a", &[8], 0, 32).tensor("b", &[8], 0, 32).data(96);
+    let same = Raw::new()
+        .tensor("a", &[8], 0, 32)
+        .tensor("b", &[8], 0, 32)
+        .data(96);
     expect_invalid(&same.build(), "offset", "overlaps");
     // Out-of-order but disjoint offsets are readable, though not canonical.
-    let swapped = Raw::new().tensor("a", &[8], 0, 32).tensor("b", &[8], 0, 0).data(64);
+    let swapped = Raw::new()
+        .tensor("a", &[8], 0, 32)
+        .tensor("b", &[8], 0, 0)
+        .data(64);
     let h = parse(&swapped.build()).unwrap();
     assert!(!h.has_canonical_layout());
 }
@@ -586,12 +709,21 @@ fn open_reports_path_for_missing_empty_and_bad_files() {
     std::fs::write(&empty, b"").unwrap();
     let err = GgufFile::open(&empty).unwrap_err();
     assert!(matches!(err, GgufError::Truncated { .. }), "{err}");
-    assert!(err.to_string().contains("empty.gguf") && err.to_string().contains("magic"), "{err}");
+    assert!(
+        err.to_string().contains("empty.gguf") && err.to_string().contains("magic"),
+        "{err}"
+    );
     let bad = dir.path().join("bad.gguf");
-    let bytes = Raw::new().tensor("blk.3.ffn_down.weight", &[8], 99, 0).data(32).build();
+    let bytes = Raw::new()
+        .tensor("blk.3.ffn_down.weight", &[8], 99, 0)
+        .data(32)
+        .build();
     std::fs::write(&bad, bytes).unwrap();
     let msg = GgufFile::open(&bad).unwrap_err().to_string();
-    assert!(msg.contains("bad.gguf") && msg.contains("blk.3.ffn_down.weight") && msg.contains("99"), "{msg}");
+    assert!(
+        msg.contains("bad.gguf") && msg.contains("blk.3.ffn_down.weight") && msg.contains("99"),
+        "{msg}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -619,16 +751,30 @@ fn writer_enforces_sizes_and_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("o.gguf");
     let plans = vec![
-        TensorPlan { name: "a".into(), dims: vec![4], ty: GgmlType::F32 },
-        TensorPlan { name: "b".into(), dims: vec![2], ty: GgmlType::F16 },
+        TensorPlan {
+            name: "a".into(),
+            dims: vec![4],
+            ty: GgmlType::F32,
+        },
+        TensorPlan {
+            name: "b".into(),
+            dims: vec![2],
+            ty: GgmlType::F16,
+        },
     ];
     let mut w = GgufWriter::create(&path, &[], &plans).unwrap();
     assert_eq!(w.current_tensor(), Some("a"));
     w.write_data(&[0; 10]).unwrap();
     let err = w.write_data(&[0; 7]).unwrap_err();
-    assert!(matches!(&err, GgufError::WriteOrder { tensor, .. } if tensor == "a"), "{err}");
+    assert!(
+        matches!(&err, GgufError::WriteOrder { tensor, .. } if tensor == "a"),
+        "{err}"
+    );
     let err = w.end_tensor().unwrap_err();
-    assert!(err.to_string().contains("10 bytes written, expected 16"), "{err}");
+    assert!(
+        err.to_string().contains("10 bytes written, expected 16"),
+        "{err}"
+    );
     w.write_data(&[0; 6]).unwrap();
     w.end_tensor().unwrap();
     assert_eq!(w.current_tensor(), Some("b"));
@@ -636,7 +782,11 @@ fn writer_enforces_sizes_and_order() {
     let err = GgufWriter::finish(w).unwrap_err();
     assert!(err.to_string().contains("1 of 2 tensors"), "{err}");
     // Neither the target nor a temporary file is left behind.
-    assert!(dir_entries(dir.path()).is_empty(), "{:?}", dir_entries(dir.path()));
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "{:?}",
+        dir_entries(dir.path())
+    );
 
     let mut w = GgufWriter::create(&path, &[], &plans).unwrap();
     w.write_tensor(&[1; 16]).unwrap();
@@ -668,21 +818,60 @@ fn writer_validates_plan_and_metadata() {
     let path = dir.path().join("v.gguf");
     let check = |meta: &[(String, MetaValue)], plans: &[TensorPlan], field: &str, reason: &str| {
         match GgufWriter::create(&path, meta, plans) {
-            Err(GgufError::Invalid { field: f, reason: r, .. }) => {
+            Err(GgufError::Invalid {
+                field: f,
+                reason: r,
+                ..
+            }) => {
                 assert!(f.contains(field) && r.contains(reason), "{f}: {r}")
             }
             other => panic!("expected Invalid, got {other:?}"),
         }
     };
     let kv = |k: &str, v: MetaValue| (k.to_string(), v);
-    check(&[kv(KEY_ALIGNMENT, MetaValue::U64(32))], &[], "general.alignment", "U32");
-    check(&[kv(KEY_ALIGNMENT, MetaValue::U32(24))], &[], "general.alignment", "power of two");
-    check(&[kv("a", MetaValue::U8(1)), kv("a", MetaValue::U8(1))], &[], "metadata[1] 'a'", "duplicate");
+    check(
+        &[kv(KEY_ALIGNMENT, MetaValue::U64(32))],
+        &[],
+        "general.alignment",
+        "U32",
+    );
+    check(
+        &[kv(KEY_ALIGNMENT, MetaValue::U32(24))],
+        &[],
+        "general.alignment",
+        "power of two",
+    );
+    check(
+        &[kv("a", MetaValue::U8(1)), kv("a", MetaValue::U8(1))],
+        &[],
+        "metadata[1] 'a'",
+        "duplicate",
+    );
     check(&[kv("", MetaValue::U8(1))], &[], "metadata[0] key", "empty");
-    check(&[], &one_plan(GgmlType::Q4_0, &[48]), "tensor 'w' ne[0]", "block size 32");
-    check(&[], &one_plan(GgmlType::F32, &[]), "tensor 'w' dims", "0 dimensions");
-    check(&[], &one_plan(GgmlType::F32, &[1, 1, 1, 1, 1]), "tensor 'w' dims", "5 dimensions");
-    check(&[], &one_plan(GgmlType::F32, &[1 << 40, 1 << 40]), "tensor 'w' dims", "overflows");
+    check(
+        &[],
+        &one_plan(GgmlType::Q4_0, &[48]),
+        "tensor 'w' ne[0]",
+        "block size 32",
+    );
+    check(
+        &[],
+        &one_plan(GgmlType::F32, &[]),
+        "tensor 'w' dims",
+        "0 dimensions",
+    );
+    check(
+        &[],
+        &one_plan(GgmlType::F32, &[1, 1, 1, 1, 1]),
+        "tensor 'w' dims",
+        "5 dimensions",
+    );
+    check(
+        &[],
+        &one_plan(GgmlType::F32, &[1 << 40, 1 << 40]),
+        "tensor 'w' dims",
+        "overflows",
+    );
     let mut long = one_plan(GgmlType::F32, &[4]);
     long[0].name = "x".repeat(64);
     check(&[], &long, "name", "must be < 64");
@@ -691,7 +880,10 @@ fn writer_validates_plan_and_metadata() {
     check(&[], &two, "tensor 'w' name", "duplicate");
     assert!(dir_entries(dir.path()).is_empty());
     let err = GgufWriter::create(&dir.path().join("no/such/dir/x.gguf"), &[], &[]).unwrap_err();
-    assert!(matches!(err, GgufError::Io { .. }) && err.to_string().contains("x.gguf"), "{err}");
+    assert!(
+        matches!(err, GgufError::Io { .. }) && err.to_string().contains("x.gguf"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
