@@ -300,10 +300,7 @@ impl GgufHeader {
                 return Err(cur.invalid(format!("metadata[{i}] key"), "empty key".into()));
             }
             if !seen_keys.insert(key.clone()) {
-                return Err(cur.invalid(
-                    format!("metadata[{i}] '{key}'"),
-                    "duplicate key".into(),
-                ));
+                return Err(cur.invalid(format!("metadata[{i}] '{key}'"), "duplicate key".into()));
             }
             let type_field = || format!("metadata[{i}] '{key}' type");
             let type_id = cur.u32(&type_field)?;
@@ -390,16 +387,22 @@ impl GgufHeader {
                 id: type_id,
             })?;
             let block = ty.block_size() as u64;
-            if dims[0] % block != 0 {
+            if !dims[0].is_multiple_of(block) {
                 return Err(cur.invalid(
                     format!("tensor '{name}' ne[0]"),
-                    format!("{} is not a multiple of the {ty} block size {block}", dims[0]),
+                    format!(
+                        "{} is not a multiple of the {ty} block size {block}",
+                        dims[0]
+                    ),
                 ));
             }
             let n_bytes = (n_elements / block)
                 .checked_mul(ty.type_size() as u64)
                 .ok_or_else(|| {
-                    cur.invalid(format!("tensor '{name}' size"), "byte size overflows".into())
+                    cur.invalid(
+                        format!("tensor '{name}' size"),
+                        "byte size overflows".into(),
+                    )
                 })?;
             let offset = cur.u64(&|| format!("tensor '{name}' offset"))?;
             tensors.push(TensorInfo {
@@ -413,9 +416,8 @@ impl GgufHeader {
         }
 
         let header_end = cur.pos as u64;
-        let data_offset = round_up(header_end, alignment).ok_or_else(|| {
-            cur.invalid("data section offset".into(), "overflows".into())
-        })?;
+        let data_offset = round_up(header_end, alignment)
+            .ok_or_else(|| cur.invalid("data section offset".into(), "overflows".into()))?;
         let file_len = bytes.len() as u64;
         if !tensors.is_empty() && data_offset > file_len {
             return Err(GgufError::Truncated {
@@ -429,10 +431,13 @@ impl GgufHeader {
         let mut ranges: Vec<(u64, u64, usize)> = Vec::new();
         for (idx, t) in tensors.iter().enumerate() {
             let field = || format!("tensor '{}' offset", t.name);
-            if t.offset % alignment != 0 {
+            if !t.offset.is_multiple_of(alignment) {
                 return Err(cur.invalid(
                     field(),
-                    format!("{} is not a multiple of the alignment {alignment}", t.offset),
+                    format!(
+                        "{} is not a multiple of the alignment {alignment}",
+                        t.offset
+                    ),
                 ));
             }
             let start = data_offset.checked_add(t.offset);
@@ -569,7 +574,9 @@ impl GgufFile {
         let start = self.header.data_offset.checked_add(t.offset);
         let end = start.and_then(|s| s.checked_add(t.n_bytes));
         match (start, end) {
-            (Some(s), Some(e)) if e <= self.bytes().len() as u64 => &self.bytes()[s as usize..e as usize],
+            (Some(s), Some(e)) if e <= self.bytes().len() as u64 => {
+                &self.bytes()[s as usize..e as usize]
+            }
             _ => panic!(
                 "{}: tensor '{}' (offset {}, {} bytes) is not inside this file",
                 self.path.display(),

@@ -502,11 +502,20 @@ mod tests {
             v.to_string(),
             "[STRING × 49152] [\"t0\", \"t1\", \"t2\", \"t3\", \"t4\", …]"
         );
-        assert_eq!(MetaValue::Array(MetaArray::I32(vec![])).to_string(), "[I32 × 0]");
-        assert_eq!(MetaValue::Array(MetaArray::I8(vec![1, -2])).to_string(), "[I8 × 2] [1, -2]");
+        assert_eq!(
+            MetaValue::Array(MetaArray::I32(vec![])).to_string(),
+            "[I32 × 0]"
+        );
+        assert_eq!(
+            MetaValue::Array(MetaArray::I8(vec![1, -2])).to_string(),
+            "[I8 × 2] [1, -2]"
+        );
         let long = MetaValue::string(&"x".repeat(1000));
         let shown = long.to_string();
-        assert!(shown.len() < 120 && shown.ends_with("(1000 chars)"), "{shown}");
+        assert!(
+            shown.len() < 120 && shown.ends_with("(1000 chars)"),
+            "{shown}"
+        );
         assert_eq!(MetaValue::F32(0.5).to_string(), "0.5");
     }
 

@@ -58,17 +58,35 @@ fn put_array(buf: &mut Vec<u8>, a: &MetaArray) {
     buf.extend_from_slice(&(a.len() as u64).to_le_bytes());
     match a {
         MetaArray::U8(v) => buf.extend_from_slice(v),
-        MetaArray::I8(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-        MetaArray::U16(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-        MetaArray::I16(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-        MetaArray::U32(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-        MetaArray::I32(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-        MetaArray::F32(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+        MetaArray::I8(v) => v
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+        MetaArray::U16(v) => v
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+        MetaArray::I16(v) => v
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+        MetaArray::U32(v) => v
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+        MetaArray::I32(v) => v
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+        MetaArray::F32(v) => v
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
         MetaArray::Bool(v) => v.iter().for_each(|&x| buf.push(u8::from(x))),
         MetaArray::String(v) => v.iter().for_each(|s| put_string(buf, s)),
-        MetaArray::U64(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-        MetaArray::I64(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-        MetaArray::F64(v) => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+        MetaArray::U64(v) => v
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+        MetaArray::I64(v) => v
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+        MetaArray::F64(v) => v
+            .iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
     }
 }
 
@@ -119,7 +137,10 @@ impl GgufWriter {
                 return Err(invalid(format!("metadata[{i}] key"), "empty key".into()));
             }
             if !keys.insert(key.as_str()) {
-                return Err(invalid(format!("metadata[{i}] '{key}'"), "duplicate key".into()));
+                return Err(invalid(
+                    format!("metadata[{i}] '{key}'"),
+                    "duplicate key".into(),
+                ));
             }
             if key == KEY_ALIGNMENT {
                 match *value {
@@ -151,7 +172,10 @@ impl GgufWriter {
                 ));
             }
             if !names.insert(name.as_str()) {
-                return Err(invalid(format!("tensor '{name}' name"), "duplicate tensor name".into()));
+                return Err(invalid(
+                    format!("tensor '{name}' name"),
+                    "duplicate tensor name".into(),
+                ));
             }
             if t.dims.is_empty() || t.dims.len() > MAX_DIMS {
                 return Err(invalid(
@@ -162,15 +186,23 @@ impl GgufWriter {
             let n_elements = t
                 .dims
                 .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d).filter(|&n| n <= i64::MAX as u64))
+                .try_fold(1u64, |acc, &d| {
+                    acc.checked_mul(d).filter(|&n| n <= i64::MAX as u64)
+                })
                 .ok_or_else(|| {
-                    invalid(format!("tensor '{name}' dims"), "element count overflows i64".into())
+                    invalid(
+                        format!("tensor '{name}' dims"),
+                        "element count overflows i64".into(),
+                    )
                 })?;
             let block = t.ty.block_size() as u64;
-            if t.dims[0] % block != 0 {
+            if !t.dims[0].is_multiple_of(block) {
                 return Err(invalid(
                     format!("tensor '{name}' ne[0]"),
-                    format!("{} is not a multiple of the {} block size {block}", t.dims[0], t.ty),
+                    format!(
+                        "{} is not a multiple of the {} block size {block}",
+                        t.dims[0], t.ty
+                    ),
                 ));
             }
             let n_bytes = (n_elements / block)
@@ -205,7 +237,10 @@ impl GgufWriter {
                 .checked_add(padding(slot.n_bytes, alignment))
                 .and_then(|p| offset.checked_add(p))
                 .ok_or_else(|| {
-                    invalid(format!("tensor '{}' offset", t.name), "data section overflows".into())
+                    invalid(
+                        format!("tensor '{}' offset", t.name),
+                        "data section overflows".into(),
+                    )
                 })?;
         }
         let pad = padding(head.len() as u64, alignment);
@@ -295,10 +330,9 @@ impl GgufWriter {
         self.check_usable()?;
         let size = self.slots[self.current].n_bytes;
         if self.written != size {
-            return Err(self.order_error(format!(
-                "{} bytes written, expected {size}",
-                self.written
-            )));
+            return Err(
+                self.order_error(format!("{} bytes written, expected {size}", self.written))
+            );
         }
         let pad = padding(size, self.alignment) as usize;
         const ZEROS: [u8; 256] = [0; 256];
