@@ -6,9 +6,9 @@ use quantease_gguf::convert::{convert, ConvertSettings};
 use quantease_gguf::formats::GgmlType;
 use quantease_gguf::gguf::GgufFile;
 use quantease_gguf::imatrix::Imatrix;
+use quantease_gguf::inspect;
 use quantease_gguf::plan::{self, Mix, ModelFacts, PlanOptions, PlannedTensor, TensorShape};
 use quantease_gguf::source::{GgufSource, TensorSource};
-use quantease_gguf::inspect;
 use regex::Regex;
 use std::path::PathBuf;
 
@@ -93,7 +93,10 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
         if n == 0 {
             bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("setting up the thread pool")?;
     }
     Ok(())
 }
@@ -102,39 +105,70 @@ fn plan_options(a: &ConvertArgs, has_imatrix: bool) -> Result<PlanOptions> {
     let mix = match (&a.ty, a.bits) {
         (Some(t), None) => Mix::from_name(t).with_context(|| {
             let names: Vec<_> = Mix::ALL.iter().map(|m| m.name()).collect();
-            format!("--type: unknown type or mix '{t}' (known: {})", names.join(", "))
+            format!(
+                "--type: unknown type or mix '{t}' (known: {})",
+                names.join(", ")
+            )
         })?,
-        (None, Some(b)) => Mix::from_bits(b).with_context(|| format!("--bits: no mix for {b} bits (use 2, 3, 4, 5, 6, 8 or 16)"))?,
+        (None, Some(b)) => Mix::from_bits(b)
+            .with_context(|| format!("--bits: no mix for {b} bits (use 2, 3, 4, 5, 6, 8 or 16)"))?,
         (None, None) => bail!("give --type TYPE or --bits N"),
         (Some(_), Some(_)) => unreachable!("clap rejects --type with --bits"),
     };
     let mut tensor_types = Vec::new();
     for spec in &a.tensor_type {
-        let (re, ty) = spec.rsplit_once('=').with_context(|| format!("--tensor-type '{spec}': expected REGEX=TYPE"))?;
-        let re = Regex::new(re).with_context(|| format!("--tensor-type '{spec}': bad regular expression"))?;
+        let (re, ty) = spec
+            .rsplit_once('=')
+            .with_context(|| format!("--tensor-type '{spec}': expected REGEX=TYPE"))?;
+        let re = Regex::new(re)
+            .with_context(|| format!("--tensor-type '{spec}': bad regular expression"))?;
         tensor_types.push((re, parse_type(ty, "--tensor-type")?));
     }
     Ok(PlanOptions {
         mix,
         tensor_types,
-        output_tensor_type: a.output_tensor_type.as_deref().map(|t| parse_type(t, "--output-tensor-type")).transpose()?,
-        token_embedding_type: a.token_embedding_type.as_deref().map(|t| parse_type(t, "--token-embedding-type")).transpose()?,
+        output_tensor_type: a
+            .output_tensor_type
+            .as_deref()
+            .map(|t| parse_type(t, "--output-tensor-type"))
+            .transpose()?,
+        token_embedding_type: a
+            .token_embedding_type
+            .as_deref()
+            .map(|t| parse_type(t, "--token-embedding-type"))
+            .transpose()?,
         pure: a.pure,
         has_imatrix,
     })
 }
 
 fn print_plan(plan: &[PlannedTensor]) {
-    println!("{:<40} {:>18} {:>8} → {:<8} {:>12}  note", "tensor", "shape", "source", "target", "bytes");
+    println!(
+        "{:<40} {:>18} {:>8} → {:<8} {:>12}  note",
+        "tensor", "shape", "source", "target", "bytes"
+    );
     for p in plan {
-        let shape = p.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
+        let shape = p
+            .dims
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("×");
         let note = match (p.fallback_from, p.manual, p.quantize) {
             (Some(f), _, _) => format!("fallback from {f} (width {})", p.dims[0]),
             (None, true, _) => "manual override".to_string(),
             (None, false, false) => "copied".to_string(),
             _ => String::new(),
         };
-        println!("{:<40} {:>18} {:>8} → {:<8} {:>12}  {}", p.name, shape, p.source_type.name(), p.target_type.name(), p.target_bytes(), note);
+        println!(
+            "{:<40} {:>18} {:>8} → {:<8} {:>12}  {}",
+            p.name,
+            shape,
+            p.source_type.name(),
+            p.target_type.name(),
+            p.target_bytes(),
+            note
+        );
     }
 }
 
@@ -146,7 +180,10 @@ fn print_totals(plan: &[PlannedTensor], mix: Mix) {
         e.0 += 1;
         e.1 += p.target_bytes();
     }
-    let types: Vec<String> = by_type.iter().map(|(ty, (n, _))| format!("{ty}: {n}")).collect();
+    let types: Vec<String> = by_type
+        .iter()
+        .map(|(ty, (n, _))| format!("{ty}: {n}"))
+        .collect();
     eprintln!(
         "plan {mix}: {} tensors ({}), {} quantised, {:.2} MiB of tensors ({:.2} MiB in the source), {:.3} bits per weight",
         plan.len(),
@@ -166,7 +203,11 @@ fn print_totals(plan: &[PlannedTensor], mix: Mix) {
 
 fn run_convert(a: ConvertArgs) -> Result<()> {
     set_threads(a.threads)?;
-    if a.input.canonicalize().ok().is_some_and(|p| Some(p) == a.output.canonicalize().ok()) {
+    if a.input
+        .canonicalize()
+        .ok()
+        .is_some_and(|p| Some(p) == a.output.canonicalize().ok())
+    {
         bail!("{}: output would overwrite the input", a.output.display());
     }
     let imatrix = a
@@ -175,14 +216,20 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
         .map(|p| Imatrix::load(p).with_context(|| format!("reading imatrix {}", p.display())))
         .transpose()?;
     let opts = plan_options(&a, imatrix.is_some())?;
-    let source = GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let source =
+        GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let facts = ModelFacts::from_metadata(source.metadata());
     let shapes: Vec<TensorShape> = source
         .tensors()
         .iter()
-        .map(|t| TensorShape { name: t.name.clone(), dims: t.dims.clone(), source_type: t.ty })
+        .map(|t| TensorShape {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            source_type: t.ty,
+        })
         .collect();
-    let planned = plan::plan(&shapes, &facts, &opts).with_context(|| format!("planning {}", a.input.display()))?;
+    let planned = plan::plan(&shapes, &facts, &opts)
+        .with_context(|| format!("planning {}", a.input.display()))?;
     if a.dry_run {
         print_plan(&planned);
         print_totals(&planned, opts.mix);
@@ -191,7 +238,11 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     if !a.quiet {
         print_totals(&planned, opts.mix);
     }
-    let settings = ConvertSettings { mix: opts.mix, imatrix: imatrix.as_ref(), quiet: a.quiet };
+    let settings = ConvertSettings {
+        mix: opts.mix,
+        imatrix: imatrix.as_ref(),
+        quiet: a.quiet,
+    };
     let summary = convert(&source, &a.output, &planned, &settings)?;
     if !a.quiet {
         eprintln!(
@@ -210,7 +261,10 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
 fn run_inspect(a: InspectArgs) -> Result<()> {
     let file = GgufFile::open(&a.file)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&inspect::render_json(&file))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&inspect::render_json(&file))?
+        );
     } else {
         print!("{}", inspect::render_text(&file));
     }
