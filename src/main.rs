@@ -26,6 +26,25 @@ enum Command {
     Convert(ConvertArgs),
     /// Show a GGUF file's metadata, tensor table and totals.
     Inspect(InspectArgs),
+    /// Decode every quantised tensor to a float type, giving a file any runtime loads.
+    Dequantize(DequantizeArgs),
+}
+
+#[derive(Args)]
+struct DequantizeArgs {
+    /// Input GGUF file.
+    input: PathBuf,
+    /// Output GGUF file (written to a temporary file and renamed when complete).
+    output: PathBuf,
+    /// Float type of the output: F32, F16 or BF16.
+    #[arg(long = "type", value_name = "TYPE", default_value = "F16")]
+    ty: String,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// No progress bars or summary.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -258,6 +277,29 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_dequantize(a: DequantizeArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let (float, mix) = match a.ty.to_ascii_uppercase().as_str() {
+        "F32" => (GgmlType::F32, Mix::F32),
+        "F16" => (GgmlType::F16, Mix::F16),
+        "BF16" => (GgmlType::BF16, Mix::BF16),
+        other => bail!("--type: dequantize writes F32, F16 or BF16, not '{other}'"),
+    };
+    let source = GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let shapes: Vec<TensorShape> = source
+        .tensors()
+        .iter()
+        .map(|t| TensorShape { name: t.name.clone(), dims: t.dims.clone(), source_type: t.ty })
+        .collect();
+    let planned = plan::dequantize_plan(&shapes, float);
+    let settings = ConvertSettings { mix, imatrix: None, quiet: a.quiet };
+    let summary = convert(&source, &a.output, &planned, &settings)?;
+    if !a.quiet {
+        eprintln!("wrote {}: {:.2} MiB in {:.1} s", a.output.display(), summary.file_bytes as f64 / 1048576.0, summary.seconds);
+    }
+    Ok(())
+}
+
 fn run_inspect(a: InspectArgs) -> Result<()> {
     let file = GgufFile::open(&a.file)?;
     if a.json {
@@ -276,6 +318,7 @@ fn main() {
     let result = match cli.command {
         Command::Convert(a) => run_convert(a),
         Command::Inspect(a) => run_inspect(a),
+        Command::Dequantize(a) => run_dequantize(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

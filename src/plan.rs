@@ -725,6 +725,27 @@ pub fn plan(
         .collect())
 }
 
+/// The plan of `dequantize`: every tensor stored in a quantised type becomes `float`
+/// (F32, F16 or BF16); float tensors of another float type are converted too, so the file holds
+/// one float type throughout; 1-D tensors stay F32 as llama.cpp expects.
+pub fn dequantize_plan(tensors: &[TensorShape], float: GgmlType) -> Vec<PlannedTensor> {
+    tensors
+        .iter()
+        .map(|t| {
+            let target = if t.dims.len() < 2 && t.source_type == GgmlType::F32 { GgmlType::F32 } else { float };
+            PlannedTensor {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                source_type: t.source_type,
+                target_type: target,
+                quantize: target != t.source_type,
+                fallback_from: None,
+                manual: false,
+            }
+        })
+        .collect()
+}
+
 /// Totals of a plan.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PlanTotals {
