@@ -489,6 +489,30 @@ pub fn round_fast(v: f32) -> f32 {
     (v + MAGIC) - MAGIC
 }
 
+/// `v` clamped to `[lo, hi]` by plain comparisons (compiles to `maxps`/`minps`; a NaN `v`
+/// gives `hi`).
+#[inline(always)]
+pub fn clamp_fast(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v > lo { v } else { lo };
+    if v < hi {
+        v
+    } else {
+        hi
+    }
+}
+
+/// `x` and `w` in fixed-size lane groups (both lengths must be multiples of [`LANES`]).
+#[inline(always)]
+fn lane_groups<'a>(
+    x: &'a [f32],
+    w: &'a [f32],
+) -> impl Iterator<Item = (&'a [f32; LANES], &'a [f32; LANES])> {
+    debug_assert!(x.len() % LANES == 0 && w.len() == x.len());
+    x.chunks_exact(LANES)
+        .zip(w.chunks_exact(LANES))
+        .map(|(a, b)| (a.try_into().unwrap(), b.try_into().unwrap()))
+}
+
 /// A sorted set of code values (in units of the block scale) with an O(1) nearest-code lookup.
 pub trait CodeGrid {
     /// Number of codes.
@@ -505,7 +529,7 @@ pub trait CodeGrid {
     /// Code nearest to `r` (clamped to the grid) and its value.
     #[inline(always)]
     fn nearest(r: f32) -> (usize, f32) {
-        Self::nearest_in_range(r.clamp(Self::MIN, Self::MAX))
+        Self::nearest_in_range(clamp_fast(r, Self::MIN, Self::MAX))
     }
 }
 
@@ -534,14 +558,16 @@ impl<const LO: i32, const HI: i32> CodeGrid for UniformGrid<LO, HI> {
 /// below `Σwx²` by `(Σwxg)² / Σwg²`.
 #[inline]
 pub fn grid_stats<G: CodeGrid>(x: &[f32], w: &[f32], iscale: f32) -> (f32, f32) {
-    debug_assert!(x.len() % LANES == 0 && w.len() == x.len());
     let (mut sxg, mut sgg) = ([0f32; LANES], [0f32; LANES]);
-    for (xc, wc) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+    for (xc, wc) in lane_groups(x, w) {
+        let mut g = [0f32; LANES];
         for l in 0..LANES {
-            let (_, g) = G::nearest(xc[l] * iscale);
-            let wg = wc[l] * g;
+            g[l] = G::nearest(xc[l] * iscale).1;
+        }
+        for l in 0..LANES {
+            let wg = wc[l] * g[l];
             sxg[l] += wg * xc[l];
-            sgg[l] += wg * g;
+            sgg[l] += wg * g[l];
         }
     }
     (sxg.iter().sum(), sgg.iter().sum())
@@ -551,13 +577,15 @@ pub fn grid_stats<G: CodeGrid>(x: &[f32], w: &[f32], iscale: f32) -> (f32, f32) 
 /// multiplies by `1/d` and accumulates in f32). With `d = 0` it is `Σ w·x²`.
 #[inline]
 pub fn grid_error<G: CodeGrid>(x: &[f32], w: &[f32], d: f32) -> f32 {
-    debug_assert!(x.len() % LANES == 0 && w.len() == x.len());
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     let mut acc = [0f32; LANES];
-    for (xc, wc) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+    for (xc, wc) in lane_groups(x, w) {
+        let mut g = [0f32; LANES];
         for l in 0..LANES {
-            let (_, g) = G::nearest(xc[l] * id);
-            let e = xc[l] - d * g;
+            g[l] = G::nearest(xc[l] * id).1;
+        }
+        for l in 0..LANES {
+            let e = xc[l] - d * g[l];
             acc[l] += wc[l] * e * e;
         }
     }
@@ -596,9 +624,9 @@ pub fn grid_codes<G: CodeGrid>(x: &[f32], d: f32, codes: &mut [u8]) {
 /// This is where the optimal scale lies for any sensible block (ggml's `make_qx_quants` and
 /// IQ4 searches scan the same region).
 pub fn iscale_ladder(xm: f32, lo: f32, hi: f32, rel: f32, n: i32) -> impl Iterator<Item = f32> {
-    [lo, hi].into_iter().flat_map(move |t| {
-        (-n..=n).map(move |k| t * (1.0 + rel * k as f32) / xm)
-    })
+    [lo, hi]
+        .into_iter()
+        .flat_map(move |t| (-n..=n).map(move |k| t * (1.0 + rel * k as f32) / xm))
 }
 
 /// Best f16 scale for `x̂ = d·g` (codes on grid `G`, either sign of `d`) from a smart candidate
@@ -718,12 +746,11 @@ impl Tried {
 /// `1/d`), f32 accumulation.
 #[inline]
 pub fn affine_error_fast(x: &[f32], w: &[f32], nmax: f32, d: f32, m: f32) -> f32 {
-    debug_assert!(x.len() % LANES == 0 && w.len() == x.len());
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     let mut acc = [0f32; LANES];
-    for (xc, wc) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+    for (xc, wc) in lane_groups(x, w) {
         for l in 0..LANES {
-            let q = round_fast(((xc[l] - m) * id).clamp(0.0, nmax));
+            let q = round_fast(clamp_fast((xc[l] - m) * id, 0.0, nmax));
             let e = xc[l] - (q * d + m);
             acc[l] += wc[l] * e * e;
         }
@@ -743,12 +770,11 @@ impl AffineStats {
     /// Collect the sums for the RTN codes at inverse scale `iscale` about `offset`.
     #[inline]
     pub fn collect(x: &[f32], w: &[f32], offset: f32, iscale: f32, nmax: f32) -> Self {
-        debug_assert!(x.len() % LANES == 0 && w.len() == x.len());
         let mut acc = [[0f32; LANES]; 6];
-        for (xc, wc) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+        for (xc, wc) in lane_groups(x, w) {
             for l in 0..LANES {
                 let y = xc[l] - offset;
-                let q = round_fast((y * iscale).clamp(0.0, nmax));
+                let q = round_fast(clamp_fast(y * iscale, 0.0, nmax));
                 let wl = wc[l];
                 let (wq, wy) = (wl * q, wl * y);
                 acc[0][l] += wl;
@@ -855,7 +881,11 @@ pub fn search_affine_f16(x: &[f32], w: &[f32], nmax: u8) -> AffineFit {
     for &(err, d, st) in &top {
         if err.is_finite() {
             let d_bits = to16(d);
-            try_pair(d_bits, to16(st.offset_for(f16_to_f32(d_bits) as f64)), &mut best);
+            try_pair(
+                d_bits,
+                to16(st.offset_for(f16_to_f32(d_bits) as f64)),
+                &mut best,
+            );
         }
     }
     let centre = best;
