@@ -809,6 +809,9 @@ fn cont_error(x: &[f32], w: &[f32], q: &[i32], s: f64, m: f64) -> f64 {
         .sum()
 }
 
+/// Steps of the initial-scale grids of [`fit_affine`] and [`fit_symmetric`] (over ±1 level).
+const FIT_STEPS: usize = 10;
+
 /// Continuous per-sub-block fit `x ≈ s·q − m` (`q` in `0..=qmax`, `s, m ≥ 0`) minimising the
 /// weighted squared error: a grid of initial step sizes, each refined by alternating
 /// least squares and re-rounding.
@@ -823,22 +826,30 @@ fn fit_affine(x: &[f32], w: &[f32], qmax: i32) -> (f32, f32) {
     let mut q = [0i32; 32];
     let q = &mut q[..n];
     let mut best = (f64::INFINITY, range / qmax as f64, -lo as f64);
-    for step in 0..=20 {
-        let iscale = (qmax as f64 - 1.0 + 0.1 * step as f64) / range;
+    for step in 0..=FIT_STEPS {
+        let iscale = ((qmax as f64 - 1.0 + 2.0 * step as f64 / FIT_STEPS as f64) / range) as f32;
         for (qi, &xi) in q.iter_mut().zip(x) {
-            *qi = round_i32(((xi - lo) as f64 * iscale) as f32).clamp(0, qmax);
+            *qi = round_i32((xi - lo) * iscale).clamp(0, qmax);
         }
         for _ in 0..3 {
             let (s, m) = ls_affine(x, w, q);
             if s <= 0.0 {
                 break;
             }
-            for (qi, &xi) in q.iter_mut().zip(x) {
-                *qi = round_i32(((xi as f64 + m) / s) as f32).clamp(0, qmax);
-            }
             let err = cont_error(x, w, q, s, m);
             if err < best.0 {
                 best = (err, s, m);
+            }
+            // Re-round against the refitted scale; stop when the codes no longer change.
+            let (is, mf) = ((1.0 / s) as f32, m as f32);
+            let mut changed = false;
+            for (qi, &xi) in q.iter_mut().zip(x) {
+                let nq = round_i32((xi + mf) * is).clamp(0, qmax);
+                changed |= nq != *qi;
+                *qi = nq;
+            }
+            if !changed {
+                break;
             }
         }
     }
@@ -860,11 +871,11 @@ fn fit_symmetric(x: &[f32], w: &[f32], qlo: i32, qhi: i32) -> f32 {
     let mut best = (f64::INFINITY, (xm / qlo as f32) as f64);
     for target in [qlo, qhi] {
         let sign = target.signum() as f64;
-        for step in 0..=20 {
-            let t = target as f64 + sign * (-1.0 + 0.1 * step as f64);
-            let iscale = t / xm as f64;
+        for step in 0..=FIT_STEPS {
+            let t = target as f64 + sign * (-1.0 + 2.0 * step as f64 / FIT_STEPS as f64);
+            let iscale = (t / xm as f64) as f32;
             for (qi, &xi) in q.iter_mut().zip(x) {
-                *qi = round_i32((xi as f64 * iscale) as f32).clamp(qlo, qhi);
+                *qi = round_i32(xi * iscale).clamp(qlo, qhi);
             }
             for _ in 0..3 {
                 let (mut sxq, mut sqq) = (0.0f64, 0.0f64);
@@ -876,12 +887,21 @@ fn fit_symmetric(x: &[f32], w: &[f32], qlo: i32, qhi: i32) -> f32 {
                     break;
                 }
                 let s = sxq / sqq;
-                for (qi, &xi) in q.iter_mut().zip(x) {
-                    *qi = round_i32((xi as f64 / s) as f32).clamp(qlo, qhi);
-                }
-                let err = cont_error(x, w, q, s, 0.0);
+                // Error of the least-squares scale for these codes: Σwx² − (Σwxq)²/Σwq²,
+                // ranked without the constant Σwx².
+                let err = -sxq * sxq / sqq;
                 if err < best.0 {
                     best = (err, s);
+                }
+                let is = (1.0 / s) as f32;
+                let mut changed = false;
+                for (qi, &xi) in q.iter_mut().zip(x) {
+                    let nq = round_i32(xi * is).clamp(qlo, qhi);
+                    changed |= nq != *qi;
+                    *qi = nq;
+                }
+                if !changed {
+                    break;
                 }
             }
         }
