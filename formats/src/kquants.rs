@@ -757,14 +757,21 @@ fn best_code(x: f32, a: f32, b: f32, sp: &Spec) -> i32 {
 fn sub_error(x: &[f32], w: &[f32], a: f32, b: f32, sp: &Spec) -> f64 {
     // Multiplying by the reciprocal may round a near-tie the other way than dividing would;
     // both codes are then equally good up to f32 rounding, and the final pass uses `best_code`.
+    // f32 lane accumulators (vectorised); sub-blocks are 16 or 32 weights.
+    use crate::search::{clamp_fast, round_fast, LANES};
     let ia = if a == 0.0 { 0.0 } else { 1.0 / a };
-    let mut err = 0.0f64;
-    for (&xi, &wi) in x.iter().zip(w) {
-        let q = round_i32((xi + b) * ia).clamp(sp.qlo, sp.qhi);
-        let e = (xi - decode(a, b, q, sp.has_min)) as f64;
-        err += wi as f64 * e * e;
+    let (qlo, qhi) = (sp.qlo as f32, sp.qhi as f32);
+    let mut acc = [0f32; LANES];
+    for (xc, wc) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            let q = round_fast(clamp_fast((xc[l] + b) * ia, qlo, qhi));
+            // ggml's decode: `a·q − b` (or `a·q`), in f32.
+            let y = if sp.has_min { a * q - b } else { a * q };
+            let e = xc[l] - y;
+            acc[l] += wc[l] * e * e;
+        }
     }
-    err
+    acc.iter().map(|&v| v as f64).sum()
 }
 
 /// Weighted least squares `x ≈ s·q − m` with `s ≥ 0`, `m ≥ 0`, for fixed codes.
