@@ -1081,19 +1081,29 @@ fn descend(x: &[f32], w: &[f32], s: &[f32], m: &[f32], mut st: State, sp: &Spec)
             } else {
                 ([0; 5], 1)
             };
+            // Scale first (min fixed), then min (scale fixed): 10 trials instead of 25.
             for &ls in &cs[..ns] {
-                for &lm in &cm[..nm] {
-                    if ls == st.ls[j] && lm == st.lm[j] {
-                        continue;
-                    }
-                    let (a, b) = sub_params(df, mf, ls, lm, sp.has_min);
-                    let e = sub_error(xs, ws, a, b, sp);
-                    if e < st.err[j] {
-                        st.err[j] = e;
-                        st.ls[j] = ls;
-                        st.lm[j] = lm;
-                        changed = true;
-                    }
+                if ls == st.ls[j] {
+                    continue;
+                }
+                let (a, b) = sub_params(df, mf, ls, st.lm[j], sp.has_min);
+                let e = sub_error(xs, ws, a, b, sp);
+                if e < st.err[j] {
+                    st.err[j] = e;
+                    st.ls[j] = ls;
+                    changed = true;
+                }
+            }
+            for &lm in &cm[..nm] {
+                if lm == st.lm[j] {
+                    continue;
+                }
+                let (a, b) = sub_params(df, mf, st.ls[j], lm, sp.has_min);
+                let e = sub_error(xs, ws, a, b, sp);
+                if e < st.err[j] {
+                    st.err[j] = e;
+                    st.lm[j] = lm;
+                    changed = true;
                 }
             }
         }
