@@ -472,6 +472,35 @@ mod tests {
     }
 
     #[test]
+    fn iq4_grid_nearest_matches_brute_force() {
+        let grid = KVALUES_IQ4NL.map(|v| v as f32);
+        for k in -1400..1300 {
+            let r = k as f32 * 0.0973;
+            let (c, v) = Iq4Grid::nearest(r);
+            assert_eq!(v, grid[c]);
+            let want = search::nearest_grid_index(&grid, r);
+            assert_eq!((grid[c] - r).abs(), (grid[want] - r).abs(), "r = {r}");
+        }
+    }
+
+    #[test]
+    fn grid_codes_match_the_general_search() {
+        let grid = KVALUES_IQ4NL.map(|v| v as f32);
+        let x: Vec<f32> = bytes(64, 3)
+            .iter()
+            .map(|&b| b as f32 / 97.0 - 1.3)
+            .collect();
+        for d in [0.0113f32, -0.0087, 0.002] {
+            let mut codes = [0u8; 64];
+            search::grid_codes::<Iq4Grid>(&x, d, &mut codes);
+            for (i, &xi) in x.iter().enumerate() {
+                let (_, want) = search::best_grid_code(&grid, d, xi);
+                assert_eq!((xi - d * grid[codes[i] as usize]).abs(), (xi - want).abs());
+            }
+        }
+    }
+
+    #[test]
     fn block_value_matches_row_decoder() {
         let g = golden::load(GgmlType::IQ4_XS);
         let b = IQ4XsBlock::unpack(&g.imat_q[..IQ4XsBlock::BYTES]);

@@ -507,7 +507,7 @@ fn lane_groups<'a>(
     x: &'a [f32],
     w: &'a [f32],
 ) -> impl Iterator<Item = (&'a [f32; LANES], &'a [f32; LANES])> {
-    debug_assert!(x.len() % LANES == 0 && w.len() == x.len());
+    debug_assert!(x.len().is_multiple_of(LANES) && w.len() == x.len());
     x.chunks_exact(LANES)
         .zip(w.chunks_exact(LANES))
         .map(|(a, b)| (a.try_into().unwrap(), b.try_into().unwrap()))
@@ -801,7 +801,7 @@ impl AffineStats {
         }
         let d = (sw * sqy - sq * sy) / det;
         let m = (sqq * sy - sq * sqy) / det;
-        (d > 0.0).then(|| (d, m + self.offset, syy - d * sqy - m * sy))
+        (d > 0.0).then_some((d, m + self.offset, syy - d * sqy - m * sy))
     }
 
     /// The least-squares offset for the collected codes and a fixed scale `d`.
