@@ -419,6 +419,15 @@ fn rejects_bad_magic_and_versions() {
             "version {v}"
         );
     }
+    let mut raw = two_tensors();
+    raw.version = 0x0300_0000;
+    let msg = parse(&raw.build()).unwrap_err().to_string();
+    assert!(msg.contains("big-endian"), "{msg}");
+    raw.version = 1;
+    assert!(!parse(&raw.build())
+        .unwrap_err()
+        .to_string()
+        .contains("big-endian"));
 }
 
 #[test]
