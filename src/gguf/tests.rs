@@ -630,6 +630,14 @@ fn tensor_shapes_are_checked() {
         "tensor 'big' ne[1]",
         "overflows",
     );
+    // A zero dimension does not hide an overflowing product of the others.
+    expect_invalid(
+        &Raw::new()
+            .tensor("zero", &[0, 1 << 40, 1 << 40], 0, 0)
+            .build(),
+        "tensor 'zero' ne[2]",
+        "overflows",
+    );
     // Q8_0 rows must be whole blocks of 32.
     expect_invalid(
         &Raw::new().tensor("q", &[33], 8, 0).data(64).build(),
@@ -881,6 +889,14 @@ fn writer_validates_plan_and_metadata() {
         "tensor 'w' dims",
         "overflows",
     );
+    check(
+        &[],
+        &one_plan(GgmlType::F32, &[0, 1 << 40, 1 << 40]),
+        "tensor 'w' dims",
+        "overflows",
+    );
+    // A zero-sized tensor with a large but representable shape is fine.
+    assert!(GgufWriter::create(&path, &[], &one_plan(GgmlType::F32, &[0, 1 << 40])).is_ok());
     let mut long = one_plan(GgmlType::F32, &[4]);
     long[0].name = "x".repeat(64);
     check(&[], &long, "name", "must be < 64");

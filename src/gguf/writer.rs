@@ -206,12 +206,14 @@ impl GgufWriter {
                     format!("{} dimensions, must be 1..={MAX_DIMS}", t.dims.len()),
                 ));
             }
+            // Zeros count as 1 in the bound, as in the reader.
             let n_elements = t
                 .dims
                 .iter()
                 .try_fold(1u64, |acc, &d| {
-                    acc.checked_mul(d).filter(|&n| n <= i64::MAX as u64)
+                    acc.checked_mul(d.max(1)).filter(|&n| n <= i64::MAX as u64)
                 })
+                .map(|_| t.dims.iter().product::<u64>())
                 .ok_or_else(|| {
                     invalid(
                         format!("tensor '{name}' dims"),
