@@ -285,17 +285,31 @@ fn run_dequantize(a: DequantizeArgs) -> Result<()> {
         "BF16" => (GgmlType::BF16, Mix::BF16),
         other => bail!("--type: dequantize writes F32, F16 or BF16, not '{other}'"),
     };
-    let source = GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let source =
+        GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let shapes: Vec<TensorShape> = source
         .tensors()
         .iter()
-        .map(|t| TensorShape { name: t.name.clone(), dims: t.dims.clone(), source_type: t.ty })
+        .map(|t| TensorShape {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            source_type: t.ty,
+        })
         .collect();
     let planned = plan::dequantize_plan(&shapes, float);
-    let settings = ConvertSettings { mix, imatrix: None, quiet: a.quiet };
+    let settings = ConvertSettings {
+        mix,
+        imatrix: None,
+        quiet: a.quiet,
+    };
     let summary = convert(&source, &a.output, &planned, &settings)?;
     if !a.quiet {
-        eprintln!("wrote {}: {:.2} MiB in {:.1} s", a.output.display(), summary.file_bytes as f64 / 1048576.0, summary.seconds);
+        eprintln!(
+            "wrote {}: {:.2} MiB in {:.1} s",
+            a.output.display(),
+            summary.file_bytes as f64 / 1048576.0,
+            summary.seconds
+        );
     }
     Ok(())
 }

@@ -732,7 +732,11 @@ pub fn dequantize_plan(tensors: &[TensorShape], float: GgmlType) -> Vec<PlannedT
     tensors
         .iter()
         .map(|t| {
-            let target = if t.dims.len() < 2 && t.source_type == GgmlType::F32 { GgmlType::F32 } else { float };
+            let target = if t.dims.len() < 2 && t.source_type == GgmlType::F32 {
+                GgmlType::F32
+            } else {
+                float
+            };
             PlannedTensor {
                 name: t.name.clone(),
                 dims: t.dims.clone(),

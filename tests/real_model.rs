@@ -17,18 +17,55 @@ fn converted_files_agree_with_gguf_py_and_load_in_llama_cpp() {
     for ty in TYPES {
         let out = dir.path().join(format!("smol-{ty}.gguf"));
         let f32_out = dir.path().join(format!("smol-{ty}.f32.gguf"));
-        let o = run(&["convert", model.to_str().unwrap(), out.to_str().unwrap(), "--type", ty, "--quiet"]);
-        assert!(o.status.success(), "{ty}: {}", String::from_utf8_lossy(&o.stderr));
-        let o = run(&["dequantize", out.to_str().unwrap(), f32_out.to_str().unwrap(), "--type", "F32", "--quiet"]);
-        assert!(o.status.success(), "{ty}: {}", String::from_utf8_lossy(&o.stderr));
-        let py = Command::new("python3").arg(script).arg(&out).arg(&f32_out).output().expect("python3 runs");
+        let o = run(&[
+            "convert",
+            model.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--type",
+            ty,
+            "--quiet",
+        ]);
+        assert!(
+            o.status.success(),
+            "{ty}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = run(&[
+            "dequantize",
+            out.to_str().unwrap(),
+            f32_out.to_str().unwrap(),
+            "--type",
+            "F32",
+            "--quiet",
+        ]);
+        assert!(
+            o.status.success(),
+            "{ty}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let py = Command::new("python3")
+            .arg(script)
+            .arg(&out)
+            .arg(&f32_out)
+            .output()
+            .expect("python3 runs");
         let report = String::from_utf8_lossy(&py.stdout);
-        eprintln!("{ty}: gguf-py\n{report}{}", String::from_utf8_lossy(&py.stderr));
-        assert!(py.status.success(), "{ty}: gguf-py disagrees with our decoding");
+        eprintln!(
+            "{ty}: gguf-py\n{report}{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+        assert!(
+            py.status.success(),
+            "{ty}: gguf-py disagrees with our decoding"
+        );
         #[cfg(feature = "llama")]
         {
-            let r = quantease_gguf::llama::smoke_test(&out).unwrap_or_else(|e| panic!("{ty}: llama.cpp: {e}"));
-            eprintln!("{ty}: llama.cpp loaded '{}', next token {:?}", r.description, r.argmax_piece);
+            let r = quantease_gguf::llama::smoke_test(&out)
+                .unwrap_or_else(|e| panic!("{ty}: llama.cpp: {e}"));
+            eprintln!(
+                "{ty}: llama.cpp loaded '{}', next token {:?}",
+                r.description, r.argmax_piece
+            );
             assert!(r.all_logits_finite, "{ty}: non-finite logits");
             assert_eq!(r.n_vocab, 49152);
         }
