@@ -1,0 +1,73 @@
+//! Perplexity/KLD engine on a real model (`QUANTEASE_TEST_MODEL`), with the evaluation text
+//! `../shared/data/wiki.dev.raw` (override with `QUANTEASE_TEST_TEXT`).
+#![cfg(feature = "llama")]
+
+use std::path::PathBuf;
+
+use quantease_gguf::eval::{evaluate, EvalError, EvalOptions};
+
+fn inputs() -> Option<(PathBuf, String)> {
+    let Some(model) = std::env::var_os("QUANTEASE_TEST_MODEL") else {
+        eprintln!("QUANTEASE_TEST_MODEL is not set; skipping evaluation test");
+        return None;
+    };
+    let text_path = std::env::var_os("QUANTEASE_TEST_TEXT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/wiki.dev.raw")
+        });
+    let text = std::fs::read_to_string(&text_path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", text_path.display()));
+    Some((PathBuf::from(model), text))
+}
+
+#[test]
+fn model_against_itself_has_zero_kld() {
+    let Some((model, text)) = inputs() else {
+        return;
+    };
+    let opts = EvalOptions {
+        n_ctx: 512,
+        n_chunks: Some(2),
+        n_threads: 2,
+        progress: true,
+    };
+    let r = evaluate(&model, Some(&model), &text, opts).unwrap();
+    eprintln!("{r}");
+    assert_eq!(r.n_chunks, 2);
+    assert_eq!(r.n_scored, 2 * (512 - 1 - 256));
+    let kl = r.kl.as_ref().unwrap();
+    assert!(kl.kld_mean.value.abs() <= 1e-6, "{}", kl.kld_mean.value);
+    assert!(kl.kld.max.abs() <= 1e-6, "{}", kl.kld.max);
+    assert_eq!(kl.same_top.value, 1.0);
+    assert!((kl.ppl_ratio.value - 1.0).abs() < 1e-9);
+    assert!((kl.ppl_base.value - r.ppl.value).abs() < 1e-9);
+    // A 135M model on wikitext: PPL in a plausible range, with an uncertainty.
+    assert!(r.ppl.value > 5.0 && r.ppl.value < 200.0, "{}", r.ppl.value);
+    assert!(r.ppl.uncertainty > 0.0);
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(json.contains("\"kld_mean\""));
+
+    // PPL alone gives the same number.
+    let alone = evaluate(
+        &model,
+        None,
+        &text,
+        EvalOptions {
+            n_ctx: 512,
+            n_chunks: Some(2),
+            n_threads: 1,
+            progress: false,
+        },
+    )
+    .unwrap();
+    assert!(alone.kl.is_none());
+    assert!((alone.ppl.value - r.ppl.value).abs() < 1e-6 * r.ppl.value);
+}
+
+#[test]
+fn short_text_is_an_error() {
+    let Some((model, _)) = inputs() else { return };
+    let err = evaluate(&model, None, "Far too short.", EvalOptions::default()).unwrap_err();
+    assert!(matches!(err, EvalError::NotEnoughTokens { .. }), "{err}");
+}
