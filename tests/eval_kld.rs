@@ -71,3 +71,38 @@ fn short_text_is_an_error() {
     let err = evaluate(&model, None, "Far too short.", EvalOptions::default()).unwrap_err();
     assert!(matches!(err, EvalError::NotEnoughTokens { .. }), "{err}");
 }
+
+#[test]
+fn requantized_model_diverges_from_its_source() {
+    let Some((model, text)) = inputs() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q4_0.gguf");
+    quantease_gguf::llama::llama_quantize(&model, &q, quantease_gguf::llama::Ftype::Q4_0, None, 2)
+        .unwrap();
+    let opts = EvalOptions {
+        n_ctx: 256,
+        n_chunks: Some(2),
+        n_threads: 2,
+        progress: false,
+    };
+    let r = evaluate(&q, Some(&model), &text, opts).unwrap();
+    eprintln!("{r}");
+    let kl = r.kl.as_ref().unwrap();
+    // Q4_1 → Q4_0 on a 135M model: clearly nonzero, far from total disagreement.
+    assert!(
+        kl.kld_mean.value > 1e-3 && kl.kld_mean.value < 1.0,
+        "{}",
+        kl.kld_mean.value
+    );
+    assert!(kl.kld_mean.uncertainty > 0.0);
+    assert!(kl.kld.min >= -1e-9, "KLD is never negative: {}", kl.kld.min);
+    assert!(kl.kld.median <= kl.kld.p90 && kl.kld.p90 <= kl.kld.p99 && kl.kld.p99 <= kl.kld.max);
+    assert!(
+        kl.same_top.value > 0.5 && kl.same_top.value < 1.0,
+        "{}",
+        kl.same_top.value
+    );
+    assert!((kl.ppl_ratio.value - r.ppl.value / kl.ppl_base.value).abs() < 1e-9);
+}

@@ -18,6 +18,7 @@ pub use quantize::{llama_quantize, Ftype, ImatrixData};
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Mutex, Once};
 
@@ -526,8 +527,9 @@ pub struct Context<'m> {
     n_vocab: usize,
     /// Which batch indices of the last decode produced logits.
     outputs: Vec<bool>,
-    /// Boxed so its address, handed to llama.cpp as user data, never moves.
-    callback: Option<Box<callback::CallbackState>>,
+    /// The eval-callback state: a leaked box whose address llama.cpp holds as user data. Only
+    /// touched through this pointer (never while llama.cpp may call back); freed in `Drop`.
+    callback: Option<NonNull<callback::CallbackState>>,
 }
 
 // SAFETY: a llama_context may be moved between threads as long as it is used by one at a time
@@ -566,18 +568,22 @@ impl<'m> Context<'m> {
         cp.n_threads_batch = threads;
         cp.no_perf = true;
         cp.embeddings = false;
-        let mut callback = params
+        let callback = params
             .eval_callback
-            .map(|cb| Box::new(callback::CallbackState::new(cb)));
-        if let Some(state) = callback.as_mut() {
+            .map(|cb| NonNull::from(Box::leak(Box::new(callback::CallbackState::new(cb)))));
+        if let Some(state) = callback {
             cp.cb_eval = Some(callback::trampoline);
-            cp.cb_eval_user_data = (&mut **state as *mut callback::CallbackState).cast();
+            cp.cb_eval_user_data = state.as_ptr().cast();
         }
         clear_last_error();
         // SAFETY: the model outlives the context ('m); the callback state is boxed and owned by
         // the returned Context, which frees the llama_context before dropping it.
         let ptr = unsafe { sys::llama_init_from_model(model.as_ptr(), cp) };
         if ptr.is_null() {
+            if let Some(state) = callback {
+                // SAFETY: leaked above, and llama.cpp holds no context that could use it.
+                drop(unsafe { Box::from_raw(state.as_ptr()) });
+            }
             return Err(LlamaError::ContextCreate {
                 n_ctx: params.n_ctx,
                 n_batch,
@@ -637,6 +643,9 @@ impl<'m> Context<'m> {
 
     /// Decode `tokens` at positions `first_pos..`, continuing the sequence in the KV cache.
     /// Logits are kept for every token when `want_logits_for_all`, otherwise for the last only.
+    ///
+    /// After an error (in particular an aborted or panicked eval callback) part of the batch may
+    /// remain in the KV cache: call [`Context::clear_kv_cache`] before reusing the context.
     pub fn decode(
         &mut self,
         tokens: &[i32],
@@ -701,15 +710,18 @@ impl<'m> Context<'m> {
             seq_id: seq_id.as_mut_ptr(),
             logits: logits.as_mut_ptr(),
         };
-        if let Some(cb) = self.callback.as_mut() {
-            cb.reset();
+        if let Some(cb) = self.callback {
+            // SAFETY: llama.cpp only calls back inside llama_decode; no other reference exists.
+            unsafe { (*cb.as_ptr()).reset() };
         }
         self.outputs.clear();
         clear_last_error();
         // SAFETY: every array has n valid entries and outlives the call; llama_decode copies
         // what it keeps.
         let code = unsafe { sys::llama_decode(self.ptr, batch) };
-        if let Some(cb) = self.callback.as_mut() {
+        if let Some(cb) = self.callback {
+            // SAFETY: llama_decode has returned; no other reference exists.
+            let cb = unsafe { &mut *cb.as_ptr() };
             if let Some(msg) = cb.take_panic() {
                 return Err(LlamaError::CallbackPanicked(msg));
             }
@@ -746,8 +758,12 @@ impl<'m> Context<'m> {
 impl Drop for Context<'_> {
     fn drop(&mut self) {
         // SAFETY: ptr came from llama_init_from_model and is freed once, before the callback
-        // state (a field dropped after this body runs).
+        // state it may call into.
         unsafe { sys::llama_free(self.ptr) };
+        if let Some(state) = self.callback.take() {
+            // SAFETY: leaked in Context::new; the context that used it is gone.
+            drop(unsafe { Box::from_raw(state.as_ptr()) });
+        }
     }
 }
 
