@@ -135,6 +135,12 @@ pub enum LlamaError {
     Ggml(String),
 }
 
+impl From<std::convert::Infallible> for LlamaError {
+    fn from(never: std::convert::Infallible) -> LlamaError {
+        match never {}
+    }
+}
+
 fn detail_suffix(detail: &Option<String>) -> String {
     match detail {
         Some(d) => format!(": {d}"),

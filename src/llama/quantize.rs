@@ -141,6 +141,14 @@ impl FromStr for Ftype {
     }
 }
 
+impl TryFrom<&str> for Ftype {
+    type Error = LlamaError;
+
+    fn try_from(s: &str) -> Result<Ftype> {
+        s.parse()
+    }
+}
+
 impl std::fmt::Display for Ftype {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -234,13 +242,20 @@ impl ImatrixData {
 /// `llama-quantize --allow-requantize [--imatrix] input output FTYPE n_threads` would: llama.cpp's
 /// own type choice per tensor for `ftype`. A quantised input is dequantised first (the sources we
 /// handle usually are quantised). `n_threads` 0 uses all cores.
-pub fn llama_quantize(
+///
+/// `ftype` is an [`Ftype`] or its name (`"Q4_K_M"`).
+pub fn llama_quantize<F>(
     input: &Path,
     output: &Path,
-    ftype: Ftype,
+    ftype: F,
     imatrix: Option<&ImatrixData>,
     n_threads: usize,
-) -> Result<()> {
+) -> Result<()>
+where
+    F: TryInto<Ftype>,
+    F::Error: Into<LlamaError>,
+{
+    let ftype: Ftype = ftype.try_into().map_err(Into::into)?;
     init();
     check_readable_file(input)?;
     let c_in = path_cstring(input)?;
@@ -353,6 +368,11 @@ mod tests {
         std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
         let out = dir.path().join("out.gguf");
         let err = llama_quantize(&bad, &out, Ftype::Q4_0, None, 1).unwrap_err();
+        assert!(matches!(err, LlamaError::Quantize { .. }), "{err}");
+        // Names are accepted too, and unknown names fail before touching any file.
+        let err = llama_quantize(&bad, &out, "Q9_X", None, 1).unwrap_err();
+        assert!(matches!(err, LlamaError::UnknownFtype(_)), "{err}");
+        let err = llama_quantize(&bad, &out, "q4_k_m", None, 1).unwrap_err();
         assert!(matches!(err, LlamaError::Quantize { .. }), "{err}");
     }
 }
