@@ -335,6 +335,22 @@ pub fn evaluate(
     opts: EvalOptions,
 ) -> Result<EvalReport, EvalError> {
     let t0 = Instant::now();
+    let model_m = Model::load(model)?;
+    let base_m = base.map(Model::load).transpose()?;
+    let mut report = evaluate_loaded(&model_m, base_m.as_ref(), text, opts)?;
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// [`evaluate`] with models already loaded (to compare several models against one base without
+/// reloading it).
+pub fn evaluate_loaded(
+    model_m: &Model,
+    base_m: Option<&Model>,
+    text: &str,
+    opts: EvalOptions,
+) -> Result<EvalReport, EvalError> {
+    let t0 = Instant::now();
     let n_ctx = opts.n_ctx;
     if n_ctx < 4 {
         return Err(EvalError::InvalidOptions(format!(
@@ -354,11 +370,8 @@ pub fn evaluate(
         opts.n_threads
     };
 
-    let model_m = Model::load(model)?;
-    let base_m = base.map(Model::load).transpose()?;
-
-    let tokens = tokenize_checked(&model_m, text)?;
-    if let Some(b) = &base_m {
+    let tokens = tokenize_checked(model_m, text)?;
+    if let Some(b) = base_m {
         if b.n_vocab() != model_m.n_vocab() {
             return Err(EvalError::VocabMismatch {
                 model: model_m.n_vocab(),
@@ -391,8 +404,8 @@ pub fn evaluate(
         n_threads: threads,
         eval_callback: None,
     };
-    let mut ctx = Context::new(&model_m, params())?;
-    let mut ctx_base = match &base_m {
+    let mut ctx = Context::new(model_m, params())?;
+    let mut ctx_base = match base_m {
         Some(b) => Some(Context::new(b, params())?),
         None => None,
     };
@@ -485,12 +498,12 @@ pub fn evaluate(
         }
     }
 
-    let kl = match base {
-        Some(base_path) if with_base => Some(kl_report(&sums, klds, base_path)),
+    let kl = match base_m {
+        Some(b) if with_base => Some(kl_report(&sums, klds, b.path())),
         _ => None,
     };
     Ok(EvalReport {
-        model: model.display().to_string(),
+        model: model_m.path().display().to_string(),
         n_ctx,
         n_chunks,
         n_scored: sums.count,
