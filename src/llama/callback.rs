@@ -89,11 +89,34 @@ impl<'a> MatMulInput<'a> {
     pub fn expert_ids(&self) -> Option<(&'a [i32], usize)> {
         self.ids
     }
+
+    /// For `MUL_MAT_ID`: the expert that slot `slot` of token `token` was routed to, and the
+    /// input row it multiplied. The activations have one row per slot (`input_shape[1] ==
+    /// n_expert_used`) or one shared row per token (`input_shape[1] == 1`, as for gate/up).
+    /// `None` for dense matmuls or out-of-range indices.
+    pub fn expert_input(&self, token: usize, slot: usize) -> Option<(i32, &'a [f32])> {
+        let (ids, n_used) = self.ids?;
+        if slot >= n_used {
+            return None;
+        }
+        let expert = *ids.get(token * n_used + slot)?;
+        let n_tokens = ids.len() / n_used;
+        let rows_per_token = self.n_rows().checked_div(n_tokens)?;
+        if rows_per_token == 0 {
+            return None;
+        }
+        let row = token * rows_per_token + slot % rows_per_token;
+        (row < self.n_rows()).then(|| (expert, self.row(row)))
+    }
 }
 
 /// Observer of matrix-multiplication inputs during [`super::Context::decode`].
 ///
-/// Only `MUL_MAT` and `MUL_MAT_ID` nodes whose activations are F32 or F16 are offered.
+/// Only `MUL_MAT` and `MUL_MAT_ID` nodes whose activations are F32 or F16 are offered, every
+/// one of them (llama.cpp's imatrix tool, for comparison, skips batches of fewer than 16 tokens
+/// and weights outside `blk.*` unless asked to process `output.weight`). Nodes whose weight is not
+/// a GGUF tensor (e.g. attention's `K·Q`, whose "weight" is the KV cache) are offered too; filter
+/// on [`MatMulInfo::weight_name`].
 pub trait EvalCallback {
     /// Whether to observe this node (asked before it is computed). Observing splits llama.cpp's
     /// graph at the node, so decline what you do not need. Default: every matmul.
@@ -429,6 +452,36 @@ mod tests {
         let mut out = Vec::new();
         gather_ids(&t, &ids, &mut out).unwrap();
         assert_eq!(out, [3, 1, 0, 2]);
+    }
+
+    #[test]
+    fn expert_inputs_follow_the_routing() {
+        // 2 tokens, 2 experts used per token, one shared input row per token.
+        let data = [1.0f32, 1.0, 2.0, 2.0];
+        let ids = [5i32, 7, 6, 5];
+        let shared = MatMulInput {
+            data: &data,
+            n_cols: 2,
+            ids: Some((&ids, 2)),
+        };
+        assert_eq!(shared.expert_input(0, 1), Some((7, &data[0..2])));
+        assert_eq!(shared.expert_input(1, 0), Some((6, &data[2..4])));
+        assert_eq!(shared.expert_input(1, 2), None);
+        assert_eq!(shared.expert_input(2, 0), None);
+        // One row per slot.
+        let per_slot = [1.0f32, 2.0, 3.0, 4.0];
+        let x = MatMulInput {
+            data: &per_slot,
+            n_cols: 1,
+            ids: Some((&ids, 2)),
+        };
+        assert_eq!(x.expert_input(1, 1), Some((5, &per_slot[3..4])));
+        let dense = MatMulInput {
+            data: &per_slot,
+            n_cols: 1,
+            ids: None,
+        };
+        assert_eq!(dense.expert_input(0, 0), None);
     }
 
     #[test]
