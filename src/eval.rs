@@ -241,16 +241,23 @@ struct TokenStats {
     same_top: bool,
 }
 
-fn score_pair(logits: &[f32], base: &[f32], target: usize) -> TokenStats {
+/// Score one position against the base: NLLs, KLD(base‖model) over the full vocabulary in f64,
+/// top-token agreement. `scratch` holds the base's unnormalised probabilities (two exponentials
+/// per vocabulary entry instead of three).
+fn score_pair(logits: &[f32], base: &[f32], target: usize, scratch: &mut Vec<f64>) -> TokenStats {
     let (lse, imax) = log_sum_exp(logits);
-    let (lse_b, imax_b) = log_sum_exp(base);
+    let imax_b = argmax(base);
+    let max_b = base[imax_b] as f64;
+    scratch.clear();
+    scratch.extend(base.iter().map(|&b| (b as f64 - max_b).exp()));
+    let sum_b: f64 = scratch.iter().sum();
+    let lse_b = max_b + sum_b.ln();
     let mut kld = 0.0;
-    for (&l, &b) in logits.iter().zip(base) {
-        let logp_b = b as f64 - lse_b;
-        let logp = l as f64 - lse;
-        let p_b = logp_b.exp();
-        if p_b > 0.0 {
-            kld += p_b * (logp_b - logp);
+    for ((&l, &b), &e_b) in logits.iter().zip(base).zip(scratch.iter()) {
+        if e_b > 0.0 {
+            let logp_b = b as f64 - lse_b;
+            let logp = l as f64 - lse;
+            kld += (e_b / sum_b) * (logp_b - logp);
         }
     }
     TokenStats {
@@ -461,8 +468,8 @@ pub fn evaluate_loaded(
         let stats: Vec<TokenStats> = pool.install(|| {
             (0..rows.len())
                 .into_par_iter()
-                .map(|k| match &base_rows {
-                    Some(b) => score_pair(rows[k], b[k], targets[k]),
+                .map_init(Vec::new, |scratch, k| match &base_rows {
+                    Some(b) => score_pair(rows[k], b[k], targets[k], scratch),
                     None => score_single(rows[k], targets[k]),
                 })
                 .collect()
@@ -692,14 +699,15 @@ mod tests {
         // base p = softmax([0, ln 3]) = (1/4, 3/4); model q = (1/2, 1/2).
         let base = [0.0f32, 3f32.ln()];
         let model = [5.0f32, 5.0];
-        let s = score_pair(&model, &base, 1);
+        let mut scratch = Vec::new();
+        let s = score_pair(&model, &base, 1, &mut scratch);
         let want = 0.25 * (0.25f64 / 0.5).ln() + 0.75 * (0.75f64 / 0.5).ln();
         assert!((s.kld - want).abs() < 1e-6, "{} vs {want}", s.kld);
         assert!((s.nll - 2f64.ln()).abs() < 1e-6);
         assert!((s.nll_base - (4.0f64 / 3.0).ln()).abs() < 1e-6);
         // Ties go to the first index, so the model's top is 0, the base's 1.
         assert!(!s.same_top);
-        let same = score_pair(&base, &base, 0);
+        let same = score_pair(&base, &base, 0, &mut scratch);
         assert_eq!(same.kld, 0.0);
         assert!(same.same_top);
     }
