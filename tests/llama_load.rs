@@ -294,3 +294,20 @@ fn llama_quantize_in_process_with_and_without_imatrix() {
     .unwrap_err();
     assert!(matches!(err, LlamaError::Quantize { .. }), "{err}");
 }
+
+#[test]
+fn truncated_model_is_an_error() {
+    let Some(path) = test_model() else { return };
+    let bytes = std::fs::read(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, len) in [("head.gguf", 4096), ("half.gguf", bytes.len() / 2)] {
+        let cut = dir.path().join(name);
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        let err = Model::load(&cut).unwrap_err();
+        eprintln!("{err}");
+        assert!(matches!(err, LlamaError::ModelLoad { .. }), "{err}");
+        assert!(err.to_string().contains(name), "{err}");
+        let err = smoke_test(&cut).unwrap_err();
+        assert!(err.to_string().contains(name), "{err}");
+    }
+}

@@ -44,7 +44,7 @@ pub enum LlamaError {
     ModelLoad {
         /// The model file.
         path: PathBuf,
-        /// The last error llama.cpp logged, if any.
+        /// The errors llama.cpp logged during the call, if any.
         detail: Option<String>,
     },
     /// llama.cpp could not create a context.
@@ -54,7 +54,7 @@ pub enum LlamaError {
         n_ctx: u32,
         /// Requested batch size.
         n_batch: u32,
-        /// The last error llama.cpp logged, if any.
+        /// The errors llama.cpp logged during the call, if any.
         detail: Option<String>,
     },
     /// Invalid parameters were passed to a wrapper function.
@@ -94,7 +94,7 @@ pub enum LlamaError {
     Decode {
         /// The return code (1: no KV slot, 2: aborted, <0: invalid batch or fatal error).
         code: i32,
-        /// The last error llama.cpp logged, if any.
+        /// The errors llama.cpp logged during the call, if any.
         detail: Option<String>,
     },
     /// The eval callback panicked; the decode was aborted.
@@ -127,7 +127,7 @@ pub enum LlamaError {
         input: PathBuf,
         /// Output file.
         output: PathBuf,
-        /// The last error llama.cpp logged, if any.
+        /// The errors llama.cpp logged during the call, if any.
         detail: Option<String>,
     },
     /// A ggml kernel accessor was used with an unsupported type or inconsistent sizes.
@@ -168,8 +168,10 @@ pub enum LogLevel {
 static LOG_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Errors as u8);
 /// Level of the previous message, for `GGML_LOG_LEVEL_CONT` continuations.
 static LAST_LEVEL: AtomicU32 = AtomicU32::new(sys::GGML_LOG_LEVEL_INFO);
-/// The most recent error line llama.cpp logged (used to explain failures).
-static LAST_ERROR: Mutex<Option<String>> = Mutex::new(None);
+/// Error lines llama.cpp logged since the last `clear_last_error` (at most
+/// [`MAX_ERROR_LINES`]), used to explain failures.
+static LAST_ERROR: Mutex<Vec<String>> = Mutex::new(Vec::new());
+const MAX_ERROR_LINES: usize = 8;
 static INIT: Once = Once::new();
 
 /// Choose how much of llama.cpp's log is printed to stderr. Errors are always remembered to
@@ -207,8 +209,10 @@ unsafe extern "C" fn log_callback(
     if level == sys::GGML_LOG_LEVEL_ERROR {
         let line = msg.trim();
         if !line.is_empty() {
-            if let Ok(mut last) = LAST_ERROR.lock() {
-                *last = Some(line.to_string());
+            if let Ok(mut lines) = LAST_ERROR.lock() {
+                if lines.len() < MAX_ERROR_LINES {
+                    lines.push(line.to_string());
+                }
             }
         }
     }
@@ -224,13 +228,15 @@ unsafe extern "C" fn log_callback(
 
 /// Forget the remembered llama.cpp error, so a later failure reports only its own message.
 fn clear_last_error() {
-    if let Ok(mut last) = LAST_ERROR.lock() {
-        *last = None;
+    if let Ok(mut lines) = LAST_ERROR.lock() {
+        lines.clear();
     }
 }
 
+/// The error lines llama.cpp logged since `clear_last_error`, joined.
 fn take_last_error() -> Option<String> {
-    LAST_ERROR.lock().ok().and_then(|mut l| l.take())
+    let lines = std::mem::take(&mut *LAST_ERROR.lock().ok()?);
+    (!lines.is_empty()).then(|| lines.join("; "))
 }
 
 /// Initialise the llama.cpp backend and install the log router. Idempotent and thread-safe; every
