@@ -20,6 +20,9 @@ use serde::Serialize;
 
 use crate::llama::{argmax, Context, ContextParams, LlamaError, Model};
 
+/// Largest decode batch: bounds the logits kept per model to `MAX_BATCH × n_vocab` floats.
+const MAX_BATCH: usize = 512;
+
 /// Errors from [`evaluate`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -405,9 +408,13 @@ pub fn evaluate_loaded(
     let n_chunk_max = tokens.len() / n_ctx;
     let n_chunks = opts.n_chunks.map_or(n_chunk_max, |c| c.min(n_chunk_max));
 
+    // Decode each chunk in sub-batches of at most MAX_BATCH tokens, model and base in lockstep,
+    // scoring each sub-batch's outputs before the next: logits memory stays at
+    // MAX_BATCH × n_vocab per model whatever n_ctx is.
+    let n_batch = n_ctx.min(MAX_BATCH);
     let params = || ContextParams {
         n_ctx: n_ctx_u32,
-        n_batch: n_ctx_u32,
+        n_batch: n_batch as u32,
         n_threads: threads,
         eval_callback: None,
     };
@@ -416,9 +423,10 @@ pub fn evaluate_loaded(
         Some(b) => Some(Context::new(b, params())?),
         None => None,
     };
-    if ctx.n_batch() < n_ctx {
+    if ctx.n_batch() < n_batch || ctx.n_ctx() < n_ctx {
         return Err(EvalError::InvalidOptions(format!(
-            "llama.cpp limited the batch to {} tokens, below n_ctx {n_ctx}",
+            "llama.cpp allocated n_ctx {} / n_batch {}, below the {n_ctx} / {n_batch} needed",
+            ctx.n_ctx(),
             ctx.n_batch()
         )));
     }
@@ -440,40 +448,49 @@ pub fn evaluate_loaded(
         if model_m.add_bos() {
             batch[0] = model_m.bos();
         }
-        ctx.clear_kv_cache();
-        ctx.decode_with_outputs(&batch, 0, first)?;
-        if let Some(cb) = ctx_base.as_mut() {
-            let mut bbatch = tokens[start..start + n_ctx].to_vec();
-            if cb.model().add_bos() {
-                bbatch[0] = cb.model().bos();
-            }
-            cb.clear_kv_cache();
-            cb.decode_with_outputs(&bbatch, 0, first)?;
+        let mut bbatch = tokens[start..start + n_ctx].to_vec();
+        if let Some(b) = base_m.filter(|b| b.add_bos()) {
+            bbatch[0] = b.bos();
         }
-
-        let rows: Vec<&[f32]> = (first..n_ctx - 1)
-            .map(|j| ctx.logits(j))
-            .collect::<Result<_, _>>()?;
-        let base_rows: Option<Vec<&[f32]>> = match &ctx_base {
-            Some(cb) => Some(
-                (first..n_ctx - 1)
-                    .map(|j| cb.logits(j))
-                    .collect::<Result<_, _>>()?,
-            ),
-            None => None,
-        };
-        let targets: Vec<usize> = (first..n_ctx - 1)
-            .map(|j| tokens[start + j + 1] as usize)
-            .collect();
-        let stats: Vec<TokenStats> = pool.install(|| {
-            (0..rows.len())
-                .into_par_iter()
-                .map_init(Vec::new, |scratch, k| match &base_rows {
-                    Some(b) => score_pair(rows[k], b[k], targets[k], scratch),
-                    None => score_single(rows[k], targets[k]),
-                })
-                .collect()
-        });
+        ctx.clear_kv_cache();
+        if let Some(cb) = ctx_base.as_mut() {
+            cb.clear_kv_cache();
+        }
+        let mut stats: Vec<TokenStats> = Vec::with_capacity(n_scored_per_chunk);
+        for b0 in (0..n_ctx).step_by(n_batch) {
+            let b1 = (b0 + n_batch).min(n_ctx);
+            let out_from = first.max(b0) - b0;
+            let pos0 = b0 as i32;
+            ctx.decode_with_outputs(&batch[b0..b1], pos0, out_from)?;
+            if let Some(cb) = ctx_base.as_mut() {
+                cb.decode_with_outputs(&bbatch[b0..b1], pos0, out_from)?;
+            }
+            // Scored positions in this sub-batch: first ..= n_ctx-2, predicting the next token.
+            let scored = first.max(b0)..b1.min(n_ctx - 1);
+            let rows: Vec<&[f32]> = scored
+                .clone()
+                .map(|j| ctx.logits(j - b0))
+                .collect::<Result<_, _>>()?;
+            let base_rows: Option<Vec<&[f32]>> = match &ctx_base {
+                Some(cb) => Some(
+                    scored
+                        .clone()
+                        .map(|j| cb.logits(j - b0))
+                        .collect::<Result<_, _>>()?,
+                ),
+                None => None,
+            };
+            let targets: Vec<usize> = scored.map(|j| tokens[start + j + 1] as usize).collect();
+            stats.extend(pool.install(|| {
+                (0..rows.len())
+                    .into_par_iter()
+                    .map_init(Vec::new, |scratch, k| match &base_rows {
+                        Some(b) => score_pair(rows[k], b[k], targets[k], scratch),
+                        None => score_single(rows[k], targets[k]),
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
         // Summed in token order, so the result does not depend on the thread count.
         for s in &stats {
             sums.add(s, with_base);

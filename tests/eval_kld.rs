@@ -106,3 +106,62 @@ fn requantized_model_diverges_from_its_source() {
     );
     assert!((kl.ppl_ratio.value - r.ppl.value / kl.ppl_base.value).abs() < 1e-9);
 }
+
+/// Long chunks are decoded in sub-batches; the result must equal a direct computation from one
+/// whole-chunk decode (independent check of chunking, BOS substitution and target alignment).
+#[test]
+fn split_chunks_match_a_direct_computation() {
+    use quantease_gguf::llama::{Context, ContextParams, Model};
+    let Some((model_path, text)) = inputs() else {
+        return;
+    };
+    let n_ctx = 768;
+    let r = evaluate(
+        &model_path,
+        None,
+        &text,
+        EvalOptions {
+            n_ctx,
+            n_chunks: Some(2),
+            n_threads: 2,
+            progress: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(r.n_scored, 2 * (n_ctx - 1 - n_ctx / 2));
+
+    let model = Model::load(&model_path).unwrap();
+    let tokens = model.tokenize(&text, true).unwrap();
+    let mut ctx = Context::new(
+        &model,
+        ContextParams {
+            n_ctx: n_ctx as u32,
+            n_batch: n_ctx as u32,
+            n_threads: 2,
+            eval_callback: None,
+        },
+    )
+    .unwrap();
+    let (mut nll, mut count) = (0f64, 0usize);
+    for c in 0..2 {
+        let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
+        if model.add_bos() {
+            chunk[0] = model.bos();
+        }
+        ctx.clear_kv_cache();
+        ctx.decode(&chunk, 0, true).unwrap();
+        for j in n_ctx / 2..n_ctx - 1 {
+            let l = ctx.logits(j).unwrap();
+            let m = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let lse = m + l.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+            nll += lse - l[tokens[c * n_ctx + j + 1] as usize] as f64;
+            count += 1;
+        }
+    }
+    let ppl = (nll / count as f64).exp();
+    assert!(
+        (ppl - r.ppl.value).abs() < 1e-3 * ppl,
+        "direct {ppl} vs evaluate {}",
+        r.ppl.value
+    );
+}
