@@ -12,7 +12,7 @@ data=${QUANTEASE_DATA:-$(cd .. && pwd)/shared/data}
 scripts/setup.sh
 model=$(scripts/fetch-model.sh smollm2)
 cargo build --release
-bin=target/release/quantease-gguf
+bin=${CARGO_TARGET_DIR:-target}/release/quantease-gguf
 out=cache/quickstart
 mkdir -p "$out"
 q=$out/SmolLM2-135M-$ty.gguf
