@@ -17,4 +17,5 @@ pub mod gguf;
 pub mod imatrix;
 pub mod inspect;
 pub mod plan;
+pub mod solver;
 pub mod source;
