@@ -51,7 +51,8 @@ pub struct SolveOptions {
     pub iters: usize,
     /// Stop when a sweep lowers the (damped) objective by less than this fraction.
     pub tol: f64,
-    /// Damping `λ` as a fraction of `mean(diag Σ)`: the solver works with `Σ + λ·mean·I`.
+    /// Damping `λ` as a fraction of `mean(diag Σ)`: with a full Σ the solver works with
+    /// `Σ + λ·mean·I` (reported objectives use the undamped Σ). Ignored for diagonal Σ.
     pub damp: f64,
     /// GPTQ visits columns by decreasing `Σ_jj`.
     pub act_order: bool,
@@ -237,7 +238,9 @@ fn solve_spec(name: &str, w: &[f32], q: usize, p: usize, sigma: &Sigma, spec: &S
     let start = Instant::now();
     check_inputs(name, w, q, p, sigma, spec)?;
     let mean = sigma.mean_diag(p);
-    let lam = if mean > 0.0 { opts.damp.max(0.0) * mean } else { 0.0 };
+    // Damping regularises the coupling through a full Σ (as in GPTQ). With a diagonal Σ the
+    // problem separates per weight and damping would only re-weight the columns, so it is off.
+    let lam = if mean > 0.0 && matches!(sigma, Sigma::Full(_)) { opts.damp.max(0.0) * mean } else { 0.0 };
     let op = sigma::Op::new(sigma, p, lam as f32);
     let op0 = sigma::Op::new(sigma, p, 0.0);
     let block_cols = if spec.refit { opts.block_cols.max(1).div_ceil(spec.len) * spec.len } else { opts.block_cols.max(1) };
@@ -340,3 +343,6 @@ fn solve_spec(name: &str, w: &[f32], q: usize, p: usize, sigma: &Sigma, spec: &S
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
