@@ -145,6 +145,11 @@ struct RowView<'a> {
     w: &'a [f32],
     /// First column of the block.
     c0: usize,
+    /// Start (local) of the current granule.
+    first: usize,
+    /// End (local) of the current granule: in-block updates of `g` stop there; the rest of the
+    /// block is brought up to date by one GEMM per granule.
+    lim: usize,
 }
 
 impl RowView<'_> {
@@ -160,7 +165,7 @@ impl RowView<'_> {
         if change.is_nan() || change >= 0.0 {
             return None;
         }
-        self.blk.sub_rows(self.g, ls, delta);
+        self.blk.sub_rows(self.g, ls, delta, self.first, self.lim);
         for k in 0..n {
             self.what[s0 + k] = new[k];
             self.e[s0 + k] = self.w[s0 + k] - new[k];
@@ -178,8 +183,8 @@ impl RowView<'_> {
         scratch.v.clear();
         for i in 0..n {
             let j = i / spec.sub_len;
-            scratch.u.push(pr.sc[j] as f64 * spec.levels[self.codes[s0 + i] as usize] as f64);
-            scratch.v.push(-(pr.mn[j] as f64));
+            scratch.u.push(pr.sc[j] as f32 * spec.levels[self.codes[s0 + i] as usize]);
+            scratch.v.push(-(pr.mn[j] as f32));
         }
         let (h, b) = scratch.normal(self.blk, ls, &self.g[ls..ls + n], has_min);
         let t = solve2(h, b, has_min);
@@ -200,13 +205,26 @@ impl RowView<'_> {
                 }
             }
         }
-        if best.1 == pr.d && best.2 == pr.dmin {
+        // Accept only a decrease that is clear of the rounding of the f32 normal equations.
+        let step = [(best.1 - pr.d) as f64, (best.2 - pr.dmin) as f64];
+        let curv = model(&h, &[0.0, 0.0], step);
+        if (best.1 == pr.d && best.2 == pr.dmin) || best.0 > -1e-4 * curv {
             return 0.0;
         }
-        let mut trial = *pr;
-        trial.d = best.1;
-        trial.dmin = best.2;
-        self.apply_params(pr, trial, s0, 0..spec.n_sub, scratch)
+        // The values are linear in (d, dmin): the change of the objective is the model value
+        // and the change of `g` on the super-block is `−(δd·Su + δm·Sv)` (already computed).
+        let (dd, dm) = ((best.1 - pr.d) as f64, (best.2 - pr.dmin) as f64);
+        pr.d = best.1;
+        pr.dmin = best.2;
+        for i in 0..n {
+            let (a, b) = spec.ab(pr, i / spec.sub_len);
+            let v = spec.value(a, b, self.codes[s0 + i]);
+            self.what[s0 + i] = v;
+            self.e[s0 + i] = self.w[s0 + i] - v;
+            let sv = if has_min { scratch.sv[i] } else { 0.0 };
+            self.g[ls + i] -= (dd * scratch.su[i] + dm * sv) as f32;
+        }
+        best.0
     }
 
     /// Refit the integer scale/min of every sub-block of the super-block at `s0`.
@@ -225,8 +243,8 @@ impl RowView<'_> {
             scratch.u.clear();
             scratch.v.clear();
             for i in 0..n {
-                scratch.u.push(pr.d as f64 * spec.levels[self.codes[a0 + i] as usize] as f64);
-                scratch.v.push(-(pr.dmin as f64));
+                scratch.u.push(pr.d * spec.levels[self.codes[a0 + i] as usize]);
+                scratch.v.push(-pr.dmin);
             }
             let (h, b) = scratch.normal(self.blk, la, &self.g[la..la + n], m_free.is_some());
             let t = solve2(h, b, m_free.is_some());
@@ -309,7 +327,7 @@ impl RowView<'_> {
             self.codes[j] = c;
             self.what[j] = vn;
             self.e[j] = self.w[j] - vn;
-            self.blk.sub_row(self.g, k, delta);
+            self.blk.sub_row(self.g, k, delta, k + 1, self.lim);
             total += change;
         }
         total
@@ -319,8 +337,8 @@ impl RowView<'_> {
 /// Scratch buffers of one row's refits.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    u: Vec<f64>,
-    v: Vec<f64>,
+    u: Vec<f32>,
+    v: Vec<f32>,
     su: Vec<f64>,
     sv: Vec<f64>,
     cand_a: Vec<f32>,
@@ -335,8 +353,8 @@ impl Scratch {
         let n = self.u.len();
         self.su.resize(n, 0.0);
         blk.matvec(ls, &self.u, &mut self.su);
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-        let gd = |a: &[f64]| a.iter().zip(g).map(|(x, &y)| x * y as f64).sum::<f64>();
+        let dot = |a: &[f32], b: &[f64]| a.iter().zip(b).map(|(&x, y)| x as f64 * y).sum::<f64>();
+        let gd = |a: &[f32]| super::sigma::dot8(a, g);
         let huu = dot(&self.u, &self.su);
         let bu = gd(&self.u);
         if !two {
@@ -358,6 +376,7 @@ pub(crate) fn sweep(ctx: &Ctx<'_>, ch: &mut Chunk, refit: bool, g: &mut Vec<f32>
     let nsb = p / spec.len;
     let refit = refit && spec.refit;
     let mut scratch = Scratch::default();
+    let mut dacc: Vec<f32> = Vec::new();
     let mut total = 0.0;
     let mut c0 = 0;
     while c0 < p {
@@ -365,33 +384,51 @@ pub(crate) fn sweep(ctx: &Ctx<'_>, ch: &mut Chunk, refit: bool, g: &mut Vec<f32>
         g.resize(rows * nb, 0.0);
         ctx.op.block_product(&ch.e, rows, c0, nb, &mut g[..rows * nb]);
         let blk = ctx.op.block(c0, nb);
-        for r in 0..rows {
-            let row = r * p..(r + 1) * p;
-            let mut view = RowView {
-                spec,
-                blk: &blk,
-                g: &mut g[r * nb..(r + 1) * nb],
-                what: &mut ch.what[row.clone()],
-                e: &mut ch.e[row.clone()],
-                codes: &mut ch.codes[row.clone()],
-                w: &ctx.w[(ch.r0 + r) * p..(ch.r0 + r + 1) * p],
-                c0,
-            };
-            // Super-blocks overlapping this column block (they nest for ggml types; the uniform
-            // grid's single super-block spans the row).
-            let mut j = c0;
-            while j < c0 + nb {
+        // Granules: the super-blocks inside this column block (or the whole block for the
+        // uniform grid, whose single super-block spans the row).
+        let gran = if spec.len <= nb { spec.len } else { nb };
+        let mut l0 = 0;
+        while l0 < nb {
+            let l1 = (l0 + gran).min(nb);
+            let gl = l1 - l0;
+            dacc.resize(rows * gl, 0.0);
+            for r in 0..rows {
+                let row = r * p..(r + 1) * p;
+                dacc[r * gl..(r + 1) * gl].copy_from_slice(&ch.what[row.start + c0 + l0..row.start + c0 + l1]);
+                let mut view = RowView {
+                    spec,
+                    blk: &blk,
+                    g: &mut g[r * nb..(r + 1) * nb],
+                    what: &mut ch.what[row.clone()],
+                    e: &mut ch.e[row.clone()],
+                    codes: &mut ch.codes[row.clone()],
+                    w: &ctx.w[(ch.r0 + r) * p..(ch.r0 + r + 1) * p],
+                    c0,
+                    first: l0,
+                    lim: l1,
+                };
+                let j = c0 + l0;
                 let sb = j / spec.len;
                 let s0 = sb * spec.len;
-                let end = (s0 + spec.len).min(c0 + nb);
                 let pr = &mut ch.params[r * nsb + sb];
                 if refit && j == s0 {
                     total += view.refit_super(pr, s0, &mut scratch);
                     total += view.refit_subs(pr, s0, &mut scratch);
                 }
-                total += view.cd_columns(pr, s0, j..end);
-                j = end;
+                total += view.cd_columns(pr, s0, j..c0 + l1);
+                for (d, &v) in dacc[r * gl..(r + 1) * gl].iter_mut().zip(&ch.what[row.start + c0 + l0..row.start + c0 + l1]) {
+                    *d = v - *d;
+                }
             }
+            if l1 < nb {
+                if let Some(s) = blk.off_diagonal(l0, l1) {
+                    let lhs = faer::MatRef::from_row_major_slice(&dacc[..rows * gl], rows, gl);
+                    let mut gm = faer::MatMut::from_row_major_slice_mut(&mut g[..rows * nb], rows, nb);
+                    let dst = gm.as_mut().submatrix_mut(0, l1, rows, nb - l1);
+                    faer::linalg::matmul::matmul(dst, faer::Accum::Add, lhs, s, -1.0f32, faer::Par::Seq);
+                }
+            }
+            l0 = l1;
         }
         c0 += nb;
     }

@@ -190,12 +190,8 @@ impl Spec {
         let t = (beta + b) / a;
         let n = self.levels.len();
         let idx = if self.unit_levels {
-            let r = (t - self.levels[0]).round();
-            if r.is_nan() {
-                0
-            } else {
-                r.clamp(0.0, (n - 1) as f32) as usize
-            }
+            // Clamp, then round half up by truncation (no libm call; NaN casts to 0).
+            ((t - self.levels[0]).clamp(0.0, (n - 1) as f32) + 0.5) as usize
         } else {
             let k = self.levels.partition_point(|&l| l < t);
             if k == 0 {

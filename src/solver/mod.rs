@@ -344,5 +344,28 @@ fn solve_spec(name: &str, w: &[f32], q: usize, p: usize, sigma: &Sigma, spec: &S
     })
 }
 
+/// Run `sweeps` CD sweeps from round-to-nearest and return the wall time of each, in seconds
+/// (for benchmarks: no GPTQ start, no objective evaluations, no packing).
+#[allow(clippy::too_many_arguments)]
+pub fn time_sweeps(name: &str, w: &[f32], q: usize, p: usize, sigma: &Sigma, ty: GgmlType, opts: &SolveOptions, sweeps: usize) -> Result<Vec<f64>, SolverError> {
+    let spec = Spec::for_type(ty).ok_or_else(|| SolverError::Unsupported { tensor: name.to_string(), ty })?;
+    check_inputs(name, w, q, p, sigma, &spec)?;
+    let lam = if matches!(sigma, Sigma::Full(_)) { opts.damp * sigma.mean_diag(p) } else { 0.0 };
+    let op = sigma::Op::new(sigma, p, lam as f32);
+    let block_cols = opts.block_cols.max(1).div_ceil(spec.len) * spec.len;
+    let ctx = cd::Ctx { spec: &spec, op: &op, w, p, block_cols };
+    let ranges = chunk_ranges(q, opts.chunk_rows);
+    let mut chunks: Vec<cd::Chunk> = ranges.par_iter().map(|&(r0, n)| cd::Chunk::rtn(&ctx, r0, n, None)).collect();
+    let mut times = Vec::with_capacity(sweeps);
+    for _ in 0..sweeps {
+        let t = Instant::now();
+        chunks.par_iter_mut().for_each_init(Vec::new, |g, ch| {
+            cd::sweep(&ctx, ch, opts.refit_scales, g);
+        });
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
 #[cfg(test)]
 pub(crate) mod tests;

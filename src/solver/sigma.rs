@@ -177,41 +177,57 @@ impl Block<'_> {
         }
     }
 
-    /// `g[k] −= δ·S[j, k]` for every `k` of the block.
+    /// `g[k] −= δ·S[j, k]` for `k` in `from..to` (`g` indexed like the block).
     #[inline]
-    pub(crate) fn sub_row(&self, g: &mut [f32], j: usize, delta: f32) {
+    pub(crate) fn sub_row(&self, g: &mut [f32], j: usize, delta: f32, from: usize, to: usize) {
         match self {
             Block::Dense { nb, m } => {
-                for (gk, &s) in g.iter_mut().zip(&m[j * nb..(j + 1) * nb]) {
+                for (gk, &s) in g[from..to].iter_mut().zip(&m[j * nb + from..j * nb + to]) {
                     *gk -= delta * s;
                 }
             }
-            Block::Diag(d) => g[j] -= delta * d[j],
-        }
-    }
-
-    /// `g[k] −= Σ_i Δ_i S[s0 + i, k]` for every `k` of the block.
-    pub(crate) fn sub_rows(&self, g: &mut [f32], s0: usize, delta: &[f32]) {
-        for (i, &dl) in delta.iter().enumerate() {
-            if dl != 0.0 {
-                self.sub_row(g, s0 + i, dl);
+            Block::Diag(d) => {
+                if (from..to).contains(&j) {
+                    g[j] -= delta * d[j];
+                }
             }
         }
     }
 
-    /// `out = S[s0.., s0..] · v` for the `v.len()` columns starting at `s0`, in f64.
-    pub(crate) fn matvec(&self, s0: usize, v: &[f64], out: &mut [f64]) {
+    /// `g[k] −= Σ_i Δ_i S[s0 + i, k]` for `k` in `from..to`.
+    pub(crate) fn sub_rows(&self, g: &mut [f32], s0: usize, delta: &[f32], from: usize, to: usize) {
+        for (i, &dl) in delta.iter().enumerate() {
+            if dl != 0.0 {
+                self.sub_row(g, s0 + i, dl, from, to);
+            }
+        }
+    }
+
+    /// The dense rows `l0..l1`, columns `l1..nb` (for propagating a granule's changes by GEMM);
+    /// `None` for a diagonal block (nothing to propagate).
+    pub(crate) fn off_diagonal(&self, l0: usize, l1: usize) -> Option<faer::MatRef<'_, f32>> {
+        match self {
+            Block::Dense { nb, m } => {
+                let v = faer::MatRef::from_row_major_slice(m, *nb, *nb);
+                Some(v.submatrix(l0, l1, l1 - l0, nb - l1))
+            }
+            Block::Diag(_) => None,
+        }
+    }
+
+    /// `out = S[s0.., s0..] · v` for the `v.len()` columns starting at `s0` (f32 products in
+    /// eight lanes, the sum in f64).
+    pub(crate) fn matvec(&self, s0: usize, v: &[f32], out: &mut [f64]) {
         let n = v.len();
         match self {
             Block::Dense { nb, m } => {
                 for i in 0..n {
-                    let row = &m[(s0 + i) * nb + s0..(s0 + i) * nb + s0 + n];
-                    out[i] = row.iter().zip(v).map(|(&s, &x)| s as f64 * x).sum();
+                    out[i] = dot8(&m[(s0 + i) * nb + s0..(s0 + i) * nb + s0 + n], v);
                 }
             }
             Block::Diag(d) => {
                 for i in 0..n {
-                    out[i] = d[s0 + i] as f64 * v[i];
+                    out[i] = d[s0 + i] as f64 * v[i] as f64;
                 }
             }
         }
@@ -236,4 +252,22 @@ impl Block<'_> {
             Block::Diag(d) => delta.iter().enumerate().map(|(i, &x)| d[s0 + i] as f64 * (x as f64) * (x as f64)).sum(),
         }
     }
+}
+
+/// Dot product with eight independent f32 accumulators (vectorisable), summed in f64.
+#[inline]
+pub(crate) fn dot8(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f64 = acc.iter().map(|&v| v as f64).sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += (*x as f64) * (*y as f64);
+    }
+    s
 }

@@ -313,3 +313,4 @@ fn bad_inputs_are_errors_naming_the_tensor() {
     let e = solve("x", &w, q, p, &Sigma::Identity, GgmlType::F16, Method::Rtn, &SolveOptions::default()).unwrap_err();
     assert!(matches!(e, SolverError::Unsupported { .. }), "{e}");
 }
+
