@@ -156,6 +156,8 @@ pub struct Solution {
     pub rel_error: f64,
     /// `rtn_objective / tr(WΣWᵀ)`.
     pub rtn_rel_error: f64,
+    /// `tr(WΣWᵀ)` = ‖WX‖², the denominator of the relative errors.
+    pub base: f64,
     /// Which start CD used (`Rtn` or `Gptq`), or the method itself for RTN/GPTQ.
     pub init: Method,
     /// CD sweeps run.
@@ -337,6 +339,7 @@ fn solve_spec(name: &str, w: &[f32], q: usize, p: usize, sigma: &Sigma, spec: &S
         gptq_objective,
         rel_error: rel(objective),
         rtn_rel_error: rel(rtn_objective),
+        base,
         init,
         sweeps,
         history,
