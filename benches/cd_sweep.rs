@@ -19,22 +19,42 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
 
-fn gemm_gflops<T: faer::traits::ComplexField + Copy>(q: usize, p: usize, threads: usize, one: T, f: impl Fn(f32) -> T) -> f64 {
+fn gemm_gflops<T: faer::traits::ComplexField + Copy>(
+    q: usize,
+    p: usize,
+    threads: usize,
+    one: T,
+    f: impl Fn(f32) -> T,
+) -> f64 {
     let mut rng = Lcg(7);
     let a = Mat::<T>::from_fn(q, p, |_, _| f(rng.next()));
     let b = Mat::<T>::from_fn(p, p, |_, _| f(rng.next()));
     let mut c = Mat::<T>::zeros(q, p);
     let flops = 2.0 * q as f64 * p as f64 * p as f64;
-    let par = if threads > 1 { Par::rayon(threads) } else { Par::Seq };
+    let par = if threads > 1 {
+        Par::rayon(threads)
+    } else {
+        Par::Seq
+    };
     let times: Vec<f64> = (0..3)
         .map(|_| {
             let t = Instant::now();
-            faer::linalg::matmul::matmul(c.as_mut(), faer::Accum::Replace, a.as_ref(), b.as_ref(), one, par);
+            faer::linalg::matmul::matmul(
+                c.as_mut(),
+                faer::Accum::Replace,
+                a.as_ref(),
+                b.as_ref(),
+                one,
+                par,
+            );
             t.elapsed().as_secs_f64()
         })
         .collect();
@@ -43,27 +63,41 @@ fn gemm_gflops<T: faer::traits::ComplexField + Copy>(q: usize, p: usize, threads
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let threads: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2);
     let mut shapes: Vec<(usize, usize)> = args
         .iter()
         .skip(1)
-        .filter_map(|s| s.split_once('x').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?))))
+        .filter_map(|s| {
+            s.split_once('x')
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        })
         .collect();
     if shapes.is_empty() {
         shapes = vec![(576, 1536), (1536, 8960), (4096, 4096)];
     }
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("thread pool");
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .expect("thread pool");
     let ty = GgmlType::Q4_0;
     println!("CD sweep ({ty}, scale refits on) vs faer GEMM, {threads} threads, median of 3; q×p = rows × row length");
-    println!("{:>11} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}", "q×p", "sweep s", "sweep GF/s", "f32 GEMM", "f64 GEMM", "vs f32", "vs f64");
+    println!(
+        "{:>11} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "q×p", "sweep s", "sweep GF/s", "f32 GEMM", "f64 GEMM", "vs f32", "vs f64"
+    );
     for (q, p) in shapes {
         let mut rng = Lcg(q as u64 * 31 + p as u64);
         let w: Vec<f32> = (0..q * p).map(|_| 0.02 * rng.next()).collect();
         // Σ = V Vᵀ + I with V p×64: symmetric positive definite, correlated columns.
         let v = Mat::<f32>::from_fn(p, 64, |_, _| rng.next());
         let s = &v * v.transpose();
-        let data: Vec<f32> = (0..p * p).map(|k| s[(k / p, k % p)] + ((k / p == k % p) as u8 as f32)).collect();
+        let data: Vec<f32> = (0..p * p)
+            .map(|k| s[(k / p, k % p)] + ((k / p == k % p) as u8 as f32))
+            .collect();
         drop(s);
         let sigma = Sigma::Full(FullSigma::new(p, data).expect("p·p entries"));
         let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());

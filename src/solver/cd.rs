@@ -52,7 +52,13 @@ pub(crate) struct Ctx<'a> {
 
 impl Chunk {
     /// State from scales and codes; fills `what` and `e`.
-    pub(crate) fn from_parts(ctx: &Ctx<'_>, r0: usize, rows: usize, params: Vec<Params>, codes: Vec<u8>) -> Chunk {
+    pub(crate) fn from_parts(
+        ctx: &Ctx<'_>,
+        r0: usize,
+        rows: usize,
+        params: Vec<Params>,
+        codes: Vec<u8>,
+    ) -> Chunk {
         let p = ctx.p;
         let spec = ctx.spec;
         let nsb = p / spec.len;
@@ -66,7 +72,14 @@ impl Chunk {
         }
         let w = &ctx.w[r0 * p..(r0 + rows) * p];
         let e = w.iter().zip(&what).map(|(&x, &y)| x - y).collect();
-        Chunk { r0, rows, what, e, codes, params }
+        Chunk {
+            r0,
+            rows,
+            what,
+            e,
+            codes,
+            params,
+        }
     }
 
     /// Round-to-nearest start (the formats crate's weighted quantiser, importance = diag Σ).
@@ -81,7 +94,12 @@ impl Chunk {
             for b in 0..nsb {
                 let s = b * spec.len..(b + 1) * spec.len;
                 let imp = importance.map(|i| &i[s.clone()]);
-                params.push(spec.rtn_block(&x[s.clone()], imp, uni.as_ref(), &mut codes[r * p + s.start..r * p + s.end]));
+                params.push(spec.rtn_block(
+                    &x[s.clone()],
+                    imp,
+                    uni.as_ref(),
+                    &mut codes[r * p + s.start..r * p + s.end],
+                ));
             }
         }
         Chunk::from_parts(ctx, r0, rows, params, codes)
@@ -94,7 +112,13 @@ impl Chunk {
 }
 
 /// `Σ_r x_r S x_rᵀ` for the rows of `x` (rows×p).
-pub(crate) fn quadratic_form(op: &Op<'_>, x: &[f32], rows: usize, p: usize, block_cols: usize) -> f64 {
+pub(crate) fn quadratic_form(
+    op: &Op<'_>,
+    x: &[f32],
+    rows: usize,
+    p: usize,
+    block_cols: usize,
+) -> f64 {
     if rows == 0 || p == 0 {
         return 0.0;
     }
@@ -106,7 +130,11 @@ pub(crate) fn quadratic_form(op: &Op<'_>, x: &[f32], rows: usize, p: usize, bloc
         op.block_product(x, rows, c0, nb, &mut g[..rows * nb]);
         for r in 0..rows {
             let xr = &x[r * p + c0..r * p + c0 + nb];
-            acc += xr.iter().zip(&g[r * nb..(r + 1) * nb]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
+            acc += xr
+                .iter()
+                .zip(&g[r * nb..(r + 1) * nb])
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>();
         }
         c0 += nb;
     }
@@ -118,7 +146,10 @@ fn solve2(h: [[f64; 2]; 2], b: [f64; 2], two: bool) -> [f64; 2] {
     if two {
         let det = h[0][0] * h[1][1] - h[0][1] * h[1][0];
         if det > 1e-12 * h[0][0] * h[1][1] && det.is_finite() {
-            return [(b[0] * h[1][1] - b[1] * h[0][1]) / det, (h[0][0] * b[1] - h[1][0] * b[0]) / det];
+            return [
+                (b[0] * h[1][1] - b[1] * h[0][1]) / det,
+                (h[0][0] * b[1] - h[1][0] * b[0]) / det,
+            ];
         }
     }
     if h[0][0] > 0.0 {
@@ -129,7 +160,10 @@ fn solve2(h: [[f64; 2]; 2], b: [f64; 2], two: bool) -> [f64; 2] {
 }
 
 fn model(h: &[[f64; 2]; 2], b: &[f64; 2], t: [f64; 2]) -> f64 {
-    -2.0 * (t[0] * b[0] + t[1] * b[1]) + t[0] * t[0] * h[0][0] + 2.0 * t[0] * t[1] * h[0][1] + t[1] * t[1] * h[1][1]
+    -2.0 * (t[0] * b[0] + t[1] * b[1])
+        + t[0] * t[0] * h[0][0]
+        + 2.0 * t[0] * t[1] * h[0][1]
+        + t[1] * t[1] * h[1][1]
 }
 
 /// Mutable view of one row inside a column block.
@@ -160,15 +194,19 @@ impl RowView<'_> {
         delta.clear();
         delta.extend(new.iter().zip(&self.what[s0..s0 + n]).map(|(&a, &b)| a - b));
         let ls = s0 - self.c0;
-        let lin: f64 = delta.iter().zip(&self.g[ls..ls + n]).map(|(&d, &g)| d as f64 * g as f64).sum();
+        let lin: f64 = delta
+            .iter()
+            .zip(&self.g[ls..ls + n])
+            .map(|(&d, &g)| d as f64 * g as f64)
+            .sum();
         let change = -2.0 * lin + self.blk.quad(ls, delta);
         if change.is_nan() || change >= 0.0 {
             return None;
         }
         self.blk.sub_rows(self.g, ls, delta, self.first, self.lim);
-        for k in 0..n {
-            self.what[s0 + k] = new[k];
-            self.e[s0 + k] = self.w[s0 + k] - new[k];
+        for (k, &v) in new.iter().enumerate() {
+            self.what[s0 + k] = v;
+            self.e[s0 + k] = self.w[s0 + k] - v;
         }
         Some(change)
     }
@@ -183,7 +221,9 @@ impl RowView<'_> {
         scratch.v.clear();
         for i in 0..n {
             let j = i / spec.sub_len;
-            scratch.u.push(pr.sc[j] as f32 * spec.levels[self.codes[s0 + i] as usize]);
+            scratch
+                .u
+                .push(pr.sc[j] as f32 * spec.levels[self.codes[s0 + i] as usize]);
             scratch.v.push(-(pr.mn[j] as f32));
         }
         let (h, b) = scratch.normal(self.blk, ls, &self.g[ls..ls + n], has_min);
@@ -243,7 +283,9 @@ impl RowView<'_> {
             scratch.u.clear();
             scratch.v.clear();
             for i in 0..n {
-                scratch.u.push(pr.d * spec.levels[self.codes[a0 + i] as usize]);
+                scratch
+                    .u
+                    .push(pr.d * spec.levels[self.codes[a0 + i] as usize]);
                 scratch.v.push(-pr.dmin);
             }
             let (h, b) = scratch.normal(self.blk, la, &self.g[la..la + n], m_free.is_some());
@@ -254,7 +296,9 @@ impl RowView<'_> {
             for ds in -1..=1 {
                 let s = (s_star as i64 + ds).clamp(slo as i64, shi as i64) as i32;
                 let mrange: Vec<i32> = match m_free {
-                    Some((lo, hi)) => (-1..=1).map(|dm| (m_star as i64 + dm).clamp(lo as i64, hi as i64) as i32).collect(),
+                    Some((lo, hi)) => (-1..=1)
+                        .map(|dm| (m_star as i64 + dm).clamp(lo as i64, hi as i64) as i32)
+                        .collect(),
                     None => vec![pr.mn[j]],
                 };
                 for m in mrange {
@@ -276,7 +320,14 @@ impl RowView<'_> {
     }
 
     /// Try scales `trial` on sub-blocks `subs` of the super-block at `s0` (codes fixed).
-    fn apply_params(&mut self, pr: &mut Params, trial: Params, s0: usize, subs: std::ops::Range<usize>, scratch: &mut Scratch) -> f64 {
+    fn apply_params(
+        &mut self,
+        pr: &mut Params,
+        trial: Params,
+        s0: usize,
+        subs: std::ops::Range<usize>,
+        scratch: &mut Scratch,
+    ) -> f64 {
         let spec = self.spec;
         let a0 = s0 + subs.start * spec.sub_len;
         let a1 = s0 + subs.end * spec.sub_len;
@@ -313,14 +364,19 @@ impl RowView<'_> {
             let s = self.blk.diag(k);
             let cur = self.codes[j];
             let v = self.what[j];
-            let beta = if s > 0.0 { v + self.g[k] / s } else { self.w[j] };
+            let beta = if s > 0.0 {
+                v + self.g[k] / s
+            } else {
+                self.w[j]
+            };
             let c = spec.nearest(a, b, beta, cur);
             if c == cur {
                 continue;
             }
             let vn = spec.value(a, b, c);
             let delta = vn - v;
-            let change = -2.0 * delta as f64 * self.g[k] as f64 + (delta as f64) * (delta as f64) * s as f64;
+            let change =
+                -2.0 * delta as f64 * self.g[k] as f64 + (delta as f64) * (delta as f64) * s as f64;
             if s > 0.0 && (change.is_nan() || change >= 0.0) {
                 continue;
             }
@@ -349,7 +405,13 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     /// `H = [u v]ᵀ S [u v]`, `b = [u v]ᵀ g` over the local columns `ls..ls+u.len()`.
-    fn normal(&mut self, blk: &Block<'_>, ls: usize, g: &[f32], two: bool) -> ([[f64; 2]; 2], [f64; 2]) {
+    fn normal(
+        &mut self,
+        blk: &Block<'_>,
+        ls: usize,
+        g: &[f32],
+        two: bool,
+    ) -> ([[f64; 2]; 2], [f64; 2]) {
         let n = self.u.len();
         self.su.resize(n, 0.0);
         blk.matvec(ls, &self.u, &mut self.su);
@@ -382,7 +444,8 @@ pub(crate) fn sweep(ctx: &Ctx<'_>, ch: &mut Chunk, refit: bool, g: &mut Vec<f32>
     while c0 < p {
         let nb = ctx.block_cols.min(p - c0);
         g.resize(rows * nb, 0.0);
-        ctx.op.block_product(&ch.e, rows, c0, nb, &mut g[..rows * nb]);
+        ctx.op
+            .block_product(&ch.e, rows, c0, nb, &mut g[..rows * nb]);
         let blk = ctx.op.block(c0, nb);
         // Granules: the super-blocks inside this column block (or the whole block for the
         // uniform grid, whose single super-block spans the row).
@@ -394,7 +457,8 @@ pub(crate) fn sweep(ctx: &Ctx<'_>, ch: &mut Chunk, refit: bool, g: &mut Vec<f32>
             dacc.resize(rows * gl, 0.0);
             for r in 0..rows {
                 let row = r * p..(r + 1) * p;
-                dacc[r * gl..(r + 1) * gl].copy_from_slice(&ch.what[row.start + c0 + l0..row.start + c0 + l1]);
+                dacc[r * gl..(r + 1) * gl]
+                    .copy_from_slice(&ch.what[row.start + c0 + l0..row.start + c0 + l1]);
                 let mut view = RowView {
                     spec,
                     blk: &blk,
@@ -416,16 +480,27 @@ pub(crate) fn sweep(ctx: &Ctx<'_>, ch: &mut Chunk, refit: bool, g: &mut Vec<f32>
                     total += view.refit_subs(pr, s0, &mut scratch);
                 }
                 total += view.cd_columns(pr, s0, j..c0 + l1);
-                for (d, &v) in dacc[r * gl..(r + 1) * gl].iter_mut().zip(&ch.what[row.start + c0 + l0..row.start + c0 + l1]) {
+                for (d, &v) in dacc[r * gl..(r + 1) * gl]
+                    .iter_mut()
+                    .zip(&ch.what[row.start + c0 + l0..row.start + c0 + l1])
+                {
                     *d = v - *d;
                 }
             }
             if l1 < nb {
                 if let Some(s) = blk.off_diagonal(l0, l1) {
                     let lhs = faer::MatRef::from_row_major_slice(&dacc[..rows * gl], rows, gl);
-                    let mut gm = faer::MatMut::from_row_major_slice_mut(&mut g[..rows * nb], rows, nb);
+                    let mut gm =
+                        faer::MatMut::from_row_major_slice_mut(&mut g[..rows * nb], rows, nb);
                     let dst = gm.as_mut().submatrix_mut(0, l1, rows, nb - l1);
-                    faer::linalg::matmul::matmul(dst, faer::Accum::Add, lhs, s, -1.0f32, faer::Par::Seq);
+                    faer::linalg::matmul::matmul(
+                        dst,
+                        faer::Accum::Add,
+                        lhs,
+                        s,
+                        -1.0f32,
+                        faer::Par::Seq,
+                    );
                 }
             }
             l0 = l1;

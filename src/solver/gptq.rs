@@ -70,7 +70,13 @@ pub(crate) fn factor(sigma: &Sigma, p: usize, lam: f64, act_order: bool) -> Opti
 }
 
 /// GPTQ on rows `r0..r0+rows`; `importance` (diag Σ) weights the per-block scale choice.
-pub(crate) fn run(ctx: &Ctx<'_>, f: &Factor, r0: usize, rows: usize, importance: Option<&[f32]>) -> Chunk {
+pub(crate) fn run(
+    ctx: &Ctx<'_>,
+    f: &Factor,
+    r0: usize,
+    rows: usize,
+    importance: Option<&[f32]>,
+) -> Chunk {
     let (p, spec) = (ctx.p, ctx.spec);
     let nsb = p / spec.len;
     let mut pos = vec![0usize; p];
@@ -85,7 +91,10 @@ pub(crate) fn run(ctx: &Ctx<'_>, f: &Factor, r0: usize, rows: usize, importance:
         }
     }
     let uni: Vec<Option<Params>> = (0..rows)
-        .map(|r| (!spec.f16_scales()).then(|| spec.uniform_params(&ctx.w[(r0 + r) * p..(r0 + r + 1) * p])))
+        .map(|r| {
+            (!spec.f16_scales())
+                .then(|| spec.uniform_params(&ctx.w[(r0 + r) * p..(r0 + r + 1) * p]))
+        })
         .collect();
     let mut params: Vec<Option<Params>> = vec![None; rows * nsb];
     let mut codes = vec![0u8; rows * p];
@@ -108,7 +117,12 @@ pub(crate) fn run(ctx: &Ctx<'_>, f: &Factor, r0: usize, rows: usize, importance:
                             *x = wc[r * p + pos[sb * spec.len + i]];
                         }
                         let s = sb * spec.len..(sb + 1) * spec.len;
-                        let pr = spec.rtn_block(&xb, importance.map(|v| &v[s]), uni[r].as_ref(), &mut cb);
+                        let pr = spec.rtn_block(
+                            &xb,
+                            importance.map(|v| &v[s]),
+                            uni[r].as_ref(),
+                            &mut cb,
+                        );
                         params[r * nsb + sb] = Some(pr);
                         pr
                     }
@@ -136,6 +150,9 @@ pub(crate) fn run(ctx: &Ctx<'_>, f: &Factor, r0: usize, rows: usize, importance:
         }
         c0 = c1;
     }
-    let params = params.into_iter().map(|p| p.expect("every super-block has a visited column")).collect();
+    let params = params
+        .into_iter()
+        .map(|p| p.expect("every super-block has a visited column"))
+        .collect();
     Chunk::from_parts(ctx, r0, rows, params, codes)
 }

@@ -107,7 +107,11 @@ impl Spec {
             Q8_0 => legacy(int_levels(-128, 127), true, false),
             Q4_1 => legacy(int_levels(0, 15), true, true),
             Q5_1 => legacy(int_levels(0, 31), true, true),
-            IQ4_NL => legacy(KVALUES_IQ4NL.iter().map(|&v| v as f32).collect(), false, false),
+            IQ4_NL => legacy(
+                KVALUES_IQ4NL.iter().map(|&v| v as f32).collect(),
+                false,
+                false,
+            ),
             IQ4_XS => Spec {
                 target: Target::Ggml(ty),
                 len: 256,
@@ -166,7 +170,11 @@ impl Spec {
     #[inline]
     pub fn ab(&self, pr: &Params, j: usize) -> (f32, f32) {
         let a = pr.d * pr.sc[j] as f32;
-        let b = if self.has_min() { pr.dmin * pr.mn[j] as f32 } else { 0.0 };
+        let b = if self.has_min() {
+            pr.dmin * pr.mn[j] as f32
+        } else {
+            0.0
+        };
         (a, b)
     }
 
@@ -224,8 +232,15 @@ impl Spec {
     /// # Panics
     /// For the uniform grid (it has no packed form) or a too short `bytes`.
     pub fn unpack(&self, bytes: &[u8], codes: &mut [u8]) -> Params {
-        let mut pr = Params { d: 0.0, dmin: 0.0, sc: [1; MAX_SUB], mn: [-1; MAX_SUB] };
-        let Target::Ggml(ty) = self.target else { panic!("the uniform grid has no packed form") };
+        let mut pr = Params {
+            d: 0.0,
+            dmin: 0.0,
+            sc: [1; MAX_SUB],
+            mn: [-1; MAX_SUB],
+        };
+        let Target::Ggml(ty) = self.target else {
+            panic!("the uniform grid has no packed form")
+        };
         fn kq<B: KQuantBlock>(bytes: &[u8], pr: &mut Params, codes: &mut [u8]) {
             let b = B::unpack(bytes);
             pr.d = f16_to_f32(b.d_bits());
@@ -297,14 +312,27 @@ impl Spec {
     /// # Panics
     /// For the uniform grid or a too short `out`.
     pub fn pack(&self, pr: &Params, codes: &[u8], out: &mut [u8]) {
-        let Target::Ggml(ty) = self.target else { panic!("the uniform grid has no packed form") };
+        let Target::Ggml(ty) = self.target else {
+            panic!("the uniform grid has no packed form")
+        };
         let d = f32_to_f16(pr.d);
         let m = f32_to_f16(pr.dmin);
         let c32 = || -> [u8; 32] { codes[..32].try_into().expect("32 codes") };
         fn kq<B: KQuantBlock>(d: u16, m: u16, pr: &Params, codes: &[u8], out: &mut [u8]) {
             let ci: Vec<i32> = codes.iter().map(|&c| c as i32 + B::CODE_MIN).collect();
-            let mn = if B::HAS_MIN { &pr.mn[..B::SUB_BLOCKS] } else { &[0; MAX_SUB][..B::SUB_BLOCKS] };
-            B::from_parts(d, if B::HAS_MIN { m } else { 0 }, &pr.sc[..B::SUB_BLOCKS], mn, &ci).pack(out);
+            let mn = if B::HAS_MIN {
+                &pr.mn[..B::SUB_BLOCKS]
+            } else {
+                &[0; MAX_SUB][..B::SUB_BLOCKS]
+            };
+            B::from_parts(
+                d,
+                if B::HAS_MIN { m } else { 0 },
+                &pr.sc[..B::SUB_BLOCKS],
+                mn,
+                &ci,
+            )
+            .pack(out);
         }
         use GgmlType::*;
         match ty {
@@ -312,14 +340,23 @@ impl Spec {
             Q5_0 => Q5_0Block { d, codes: c32() }.pack(out),
             Q4_1 => Q4_1Block { d, m, codes: c32() }.pack(out),
             Q5_1 => Q5_1Block { d, m, codes: c32() }.pack(out),
-            Q8_0 => Q8_0Block { d, codes: c32().map(|c| (c as i32 - 128) as i8) }.pack(out),
+            Q8_0 => Q8_0Block {
+                d,
+                codes: c32().map(|c| (c as i32 - 128) as i8),
+            }
+            .pack(out),
             IQ4_NL => IQ4NlBlock { d, codes: c32() }.pack(out),
             IQ4_XS => {
                 let mut scales = [0i8; 8];
                 for (s, &v) in scales.iter_mut().zip(&pr.sc) {
                     *s = v as i8;
                 }
-                IQ4XsBlock { d, scales, codes: codes[..256].try_into().expect("256 codes") }.pack(out)
+                IQ4XsBlock {
+                    d,
+                    scales,
+                    codes: codes[..256].try_into().expect("256 codes"),
+                }
+                .pack(out)
             }
             Q2_K => kq::<BlockQ2K>(d, m, pr, codes, out),
             Q3_K => kq::<BlockQ3K>(d, m, pr, codes, out),
@@ -336,13 +373,24 @@ impl Spec {
         let hi = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 0.0) };
         let n = (self.levels.len() - 1) as f32;
-        Params { d: (hi - lo) / n, dmin: lo, sc: [1; MAX_SUB], mn: [-1; MAX_SUB] }
+        Params {
+            d: (hi - lo) / n,
+            dmin: lo,
+            sc: [1; MAX_SUB],
+            mn: [-1; MAX_SUB],
+        }
     }
 
     /// Round-to-nearest start for one super-block `x` with per-weight `importance`: the formats
     /// crate's weighted quantiser for ggml types; nearest level on the fixed row grid otherwise
     /// (`uniform` gives that grid).
-    pub fn rtn_block(&self, x: &[f32], importance: Option<&[f32]>, uniform: Option<&Params>, codes: &mut [u8]) -> Params {
+    pub fn rtn_block(
+        &self,
+        x: &[f32],
+        importance: Option<&[f32]>,
+        uniform: Option<&Params>,
+        codes: &mut [u8],
+    ) -> Params {
         match self.target {
             Target::Ggml(ty) => {
                 let mut buf = vec![0u8; ty.type_size()];
@@ -419,7 +467,11 @@ mod tests {
                 for i in 0..spec.len {
                     let (a, b) = spec.ab(&pr, i / spec.sub_len);
                     let v = spec.value(a, b, codes[i]);
-                    assert_eq!(v.to_bits(), deq[k * spec.len + i].to_bits(), "{ty} weight {i}");
+                    assert_eq!(
+                        v.to_bits(),
+                        deq[k * spec.len + i].to_bits(),
+                        "{ty} weight {i}"
+                    );
                 }
                 spec.pack(&pr, &codes, &mut repacked[k * bb..(k + 1) * bb]);
             }
@@ -439,7 +491,11 @@ mod tests {
                     let best = (0..spec.levels.len())
                         .map(|c| (spec.value(a, b, c as u8) - beta).abs())
                         .fold(f32::INFINITY, f32::min);
-                    assert_eq!((spec.value(a, b, c) - beta).abs(), best, "{ty} a={a} b={b} beta={beta}");
+                    assert_eq!(
+                        (spec.value(a, b, c) - beta).abs(),
+                        best,
+                        "{ty} a={a} b={b} beta={beta}"
+                    );
                 }
             }
         }

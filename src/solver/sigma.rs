@@ -117,14 +117,28 @@ impl<'a> Op<'a> {
     }
 
     /// `out (rows×nb, row-major) = E (rows×p, row-major) · (Σ+λI)[:, c0..c0+nb]`.
-    pub(crate) fn block_product(&self, e: &[f32], rows: usize, c0: usize, nb: usize, out: &mut [f32]) {
+    pub(crate) fn block_product(
+        &self,
+        e: &[f32],
+        rows: usize,
+        c0: usize,
+        nb: usize,
+        out: &mut [f32],
+    ) {
         let p = e.len() / rows.max(1);
         match self {
             Op::Dense { m, lam } => {
                 let lhs = MatRef::from_row_major_slice(e, rows, p);
                 let rhs = m.mat().submatrix(0, c0, p, nb);
                 let dst = faer::MatMut::from_row_major_slice_mut(out, rows, nb);
-                faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs, 1.0f32, faer::Par::Seq);
+                faer::linalg::matmul::matmul(
+                    dst,
+                    faer::Accum::Replace,
+                    lhs,
+                    rhs,
+                    1.0f32,
+                    faer::Par::Seq,
+                );
                 if *lam != 0.0 {
                     for r in 0..rows {
                         for k in 0..nb {
@@ -149,7 +163,9 @@ impl<'a> Op<'a> {
             Op::Dense { m, lam } => {
                 let mut b = vec![0f32; nb * nb];
                 for i in 0..nb {
-                    b[i * nb..(i + 1) * nb].copy_from_slice(&m.data()[(c0 + i) * m.p() + c0..(c0 + i) * m.p() + c0 + nb]);
+                    b[i * nb..(i + 1) * nb].copy_from_slice(
+                        &m.data()[(c0 + i) * m.p() + c0..(c0 + i) * m.p() + c0 + nb],
+                    );
                     b[i * nb + i] += lam;
                 }
                 Block::Dense { nb, m: b }
@@ -244,12 +260,20 @@ impl Block<'_> {
                         continue;
                     }
                     let row = &m[(s0 + i) * nb + s0..(s0 + i) * nb + s0 + n];
-                    let t: f64 = row.iter().zip(delta).map(|(&s, &x)| s as f64 * x as f64).sum();
+                    let t: f64 = row
+                        .iter()
+                        .zip(delta)
+                        .map(|(&s, &x)| s as f64 * x as f64)
+                        .sum();
                     acc += delta[i] as f64 * t;
                 }
                 acc
             }
-            Block::Diag(d) => delta.iter().enumerate().map(|(i, &x)| d[s0 + i] as f64 * (x as f64) * (x as f64)).sum(),
+            Block::Diag(d) => delta
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| d[s0 + i] as f64 * (x as f64) * (x as f64))
+                .sum(),
         }
     }
 }
