@@ -59,7 +59,9 @@ pub enum ConvertError {
         message: String,
     },
     /// The importance matrix does not fit a tensor.
-    #[error("{path}: imatrix entry for '{tensor}' has {got} values, the tensor's rows have {expected}")]
+    #[error(
+        "{path}: imatrix entry for '{tensor}' has {got} values, the tensor's rows have {expected}"
+    )]
     ImatrixShape {
         /// Imatrix file.
         path: PathBuf,
@@ -147,8 +149,11 @@ pub fn output_metadata(
     source_path: &Path,
     imatrix: Option<&Imatrix>,
 ) -> Vec<(String, MetaValue)> {
-    let mut md: Vec<(String, MetaValue)> =
-        source.iter().filter(|(k, _)| !k.starts_with("quantease.")).cloned().collect();
+    let mut md: Vec<(String, MetaValue)> = source
+        .iter()
+        .filter(|(k, _)| !k.starts_with("quantease."))
+        .cloned()
+        .collect();
     let mut set = |key: &str, value: MetaValue| {
         if let Some(slot) = md.iter_mut().find(|(k, _)| k == key) {
             slot.1 = value;
@@ -158,13 +163,26 @@ pub fn output_metadata(
     };
     set("general.quantization_version", MetaValue::U32(2));
     set("general.file_type", MetaValue::U32(mix.file_type()));
-    set("quantease.version", MetaValue::string(env!("CARGO_PKG_VERSION")));
+    set(
+        "quantease.version",
+        MetaValue::string(env!("CARGO_PKG_VERSION")),
+    );
     set("quantease.method", MetaValue::string(method));
     set("quantease.mix", MetaValue::string(mix.name()));
-    let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    set("quantease.source", MetaValue::string(&file_name(source_path)));
+    let file_name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    set(
+        "quantease.source",
+        MetaValue::string(&file_name(source_path)),
+    );
     if let Some(im) = imatrix {
-        set("quantease.imatrix", MetaValue::string(&file_name(im.path())));
+        set(
+            "quantease.imatrix",
+            MetaValue::string(&file_name(im.path())),
+        );
     }
     md
 }
@@ -183,9 +201,21 @@ pub fn convert(
     settings: &ConvertSettings<'_>,
 ) -> Result<ConvertSummary, ConvertError> {
     let start = Instant::now();
-    let metadata = output_metadata(source.metadata(), settings.mix, settings.method.name(), source.path(), settings.imatrix);
-    let infos: Vec<TensorPlan> =
-        plan.iter().map(|p| TensorPlan { name: p.name.clone(), dims: p.dims.clone(), ty: p.target_type }).collect();
+    let metadata = output_metadata(
+        source.metadata(),
+        settings.mix,
+        settings.method.name(),
+        source.path(),
+        settings.imatrix,
+    );
+    let infos: Vec<TensorPlan> = plan
+        .iter()
+        .map(|p| TensorPlan {
+            name: p.name.clone(),
+            dims: p.dims.clone(),
+            ty: p.target_type,
+        })
+        .collect();
     let mut writer = GgufWriter::create(out, &metadata, &infos)?;
 
     let multi = MultiProgress::with_draw_target(if settings.quiet {
@@ -200,7 +230,10 @@ pub fn convert(
     rows_bar.set_style(bar_style());
     rows_bar.set_prefix("rows");
 
-    let mut summary = ConvertSummary { n_tensors: plan.len(), ..Default::default() };
+    let mut summary = ConvertSummary {
+        n_tensors: plan.len(),
+        ..Default::default()
+    };
     for (index, p) in plan.iter().enumerate() {
         overall.set_message(format!("{} → {}", p.name, p.target_type));
         if !p.quantize {
@@ -217,7 +250,15 @@ pub fn convert(
             summary.n_with_imatrix += importance.is_some() as usize;
             summary.n_quantized += 1;
             if Spec::for_type(p.target_type).is_some() {
-                let report = solve_tensor(source, index, p, importance, settings, &mut writer, &rows_bar)?;
+                let report = solve_tensor(
+                    source,
+                    index,
+                    p,
+                    importance,
+                    settings,
+                    &mut writer,
+                    &rows_bar,
+                )?;
                 summary.tensors.push(report);
             } else {
                 quantize_tensor(source, index, p, importance, &mut writer, &rows_bar)?;
@@ -234,9 +275,14 @@ pub fn convert(
     Ok(summary)
 }
 
-fn lookup_importance<'a>(imatrix: Option<&'a Imatrix>, p: &PlannedTensor) -> Result<Option<&'a [f32]>, ConvertError> {
+fn lookup_importance<'a>(
+    imatrix: Option<&'a Imatrix>,
+    p: &PlannedTensor,
+) -> Result<Option<&'a [f32]>, ConvertError> {
     let Some(im) = imatrix else { return Ok(None) };
-    let Some(values) = im.importance(&p.name) else { return Ok(None) };
+    let Some(values) = im.importance(&p.name) else {
+        return Ok(None);
+    };
     let width = p.dims[0] as usize;
     if values.len() != width {
         return Err(ConvertError::ImatrixShape {
@@ -259,7 +305,10 @@ fn quantize_tensor(
 ) -> Result<(), ConvertError> {
     let width = p.dims[0] as usize;
     let n_rows: usize = p.dims.iter().skip(1).product::<u64>() as usize;
-    let row_bytes = p.target_type.row_bytes(width as u64).expect("planner checked the width") as usize;
+    let row_bytes = p
+        .target_type
+        .row_bytes(width as u64)
+        .expect("planner checked the width") as usize;
     let rows_per_chunk = (CHUNK_WEIGHTS / width.max(1)).clamp(1, n_rows.max(1));
     let mut f32_buf = vec![0f32; rows_per_chunk * width];
     let mut out_buf = vec![0u8; rows_per_chunk * row_bytes];
@@ -270,19 +319,24 @@ fn quantize_tensor(
         let n = rows_per_chunk.min(n_rows - first);
         let src = &mut f32_buf[..n * width];
         // Decode in parallel, row blocks independent.
-        src.par_chunks_mut(width * 16.max(1))
+        src.par_chunks_mut(width * 16)
             .enumerate()
             .try_for_each(|(i, chunk)| source.read_rows(index, first + i * 16, chunk))?;
         let dst = &mut out_buf[..n * row_bytes];
-        dst.par_chunks_mut(row_bytes).zip(src.par_chunks(width)).enumerate().try_for_each(|(i, (d, s))| {
-            quantease_formats::quantize_row(p.target_type, s, importance, d).map_err(|e| ConvertError::Quantize {
-                path: source.path().to_path_buf(),
-                tensor: p.name.clone(),
-                row: first + i,
-                ty: p.target_type,
-                source: e,
-            })
-        })?;
+        dst.par_chunks_mut(row_bytes)
+            .zip(src.par_chunks(width))
+            .enumerate()
+            .try_for_each(|(i, (d, s))| {
+                quantease_formats::quantize_row(p.target_type, s, importance, d).map_err(|e| {
+                    ConvertError::Quantize {
+                        path: source.path().to_path_buf(),
+                        tensor: p.name.clone(),
+                        row: first + i,
+                        ty: p.target_type,
+                        source: e,
+                    }
+                })
+            })?;
         writer.write_data(dst)?;
         first += n;
         bar.set_position(first as u64);
@@ -307,7 +361,12 @@ fn solve_tensor(
     let width = p.dims[0] as usize;
     let n_rows: usize = p.dims.iter().skip(1).product::<u64>() as usize;
     let full = match settings.gram {
-        Some(g) => g.sigma(&p.name, width).map_err(|message| ConvertError::Sigma { tensor: p.name.clone(), message })?,
+        Some(g) => g
+            .sigma(&p.name, width)
+            .map_err(|message| ConvertError::Sigma {
+                tensor: p.name.clone(),
+                message,
+            })?,
         None => None,
     };
     let sigma = match (full, importance) {
@@ -315,7 +374,11 @@ fn solve_tensor(
         (None, Some(imp)) => Sigma::Diagonal(imp.to_vec()),
         (None, None) => Sigma::Identity,
     };
-    let batch_rows = if matches!(sigma, Sigma::Full(_)) { n_rows.max(1) } else { (CHUNK_WEIGHTS / width.max(1)).clamp(1, n_rows.max(1)) };
+    let batch_rows = if matches!(sigma, Sigma::Full(_)) {
+        n_rows.max(1)
+    } else {
+        (CHUNK_WEIGHTS / width.max(1)).clamp(1, n_rows.max(1))
+    };
     let mut f32_buf = vec![0f32; batch_rows * width];
     bar.set_length(n_rows as u64);
     bar.set_position(0);
@@ -330,8 +393,20 @@ fn solve_tensor(
         src.par_chunks_mut(width * 16)
             .enumerate()
             .try_for_each(|(i, chunk)| source.read_rows(index, first + i * 16, chunk))?;
-        let sol = solver::solve(&p.name, src, n, width, &sigma, p.target_type, settings.method, &settings.solve)
-            .map_err(|e| ConvertError::Solve { path: source.path().to_path_buf(), source: e })?;
+        let sol = solver::solve(
+            &p.name,
+            src,
+            n,
+            width,
+            &sigma,
+            p.target_type,
+            settings.method,
+            &settings.solve,
+        )
+        .map_err(|e| ConvertError::Solve {
+            path: source.path().to_path_buf(),
+            source: e,
+        })?;
         writer.write_data(&sol.bytes)?;
         obj += sol.objective;
         rtn += sol.rtn_objective;

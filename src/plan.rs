@@ -7,8 +7,9 @@
 //! - Only tensors whose name ends in `weight`, with 2+ dimensions, that are not norms
 //!   (`_norm.weight`), MoE routers (`ffn_gate_inp.weight`) or a few small special tensors, are
 //!   quantised; everything else keeps its source type (norms and other 1-D tensors are copied).
-//! - Tensors are visited in lexicographic name order (llama.cpp walks a `std::map`), and the
-//!   per-category counters (`attn_v` index, `ffn_down` index) advance in that order.
+//! - Tensors are visited in llama.cpp's loader order (a `std::map` ordered by the layer number of
+//!   `blk.N.` names, then by name), and the per-category counters (`attn_v` index, `ffn_down`
+//!   index) advance in that order.
 //! - `output.weight` (and `token_embd.weight` when embeddings are tied, i.e. there is no
 //!   `output.weight`) gets Q6_K, or Q8_0 when its width is not a multiple of the default type's
 //!   block size.
@@ -219,11 +220,7 @@ pub struct ModelFacts {
 
 impl ModelFacts {
     fn n_gqa(&self) -> u32 {
-        if self.n_head_kv == 0 {
-            1
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(1)
     }
 }
 
@@ -427,21 +424,32 @@ pub fn allows_quantization(name: &str, dims: &[u64]) -> bool {
 /// Returns the type to use (possibly unchanged) or an error if nothing fits.
 pub fn width_fallback(name: &str, width: u64, ty: GgmlType) -> Result<GgmlType, PlanError> {
     use GgmlType as T;
-    if width % ty.block_size() as u64 == 0 {
+    if width.is_multiple_of(ty.block_size() as u64) {
         return Ok(ty);
     }
     let fallback = match ty {
-        T::IQ1_S | T::IQ1_M | T::IQ2_XXS | T::IQ2_XS | T::IQ2_S | T::IQ3_XXS | T::IQ3_S | T::IQ4_XS => T::IQ4_NL,
+        T::IQ1_S
+        | T::IQ1_M
+        | T::IQ2_XXS
+        | T::IQ2_XS
+        | T::IQ2_S
+        | T::IQ3_XXS
+        | T::IQ3_S
+        | T::IQ4_XS => T::IQ4_NL,
         T::Q2_0 | T::Q2_K | T::Q3_K | T::TQ1_0 | T::TQ2_0 => T::Q4_0,
         T::Q4_K => T::Q5_0,
         T::Q5_K => T::Q5_1,
         T::Q6_K => T::Q8_0,
         other if other.block_size() <= 32 => other,
         other => {
-            return Err(PlanError::NoFallback { tensor: name.to_string(), width, ty: other });
+            return Err(PlanError::NoFallback {
+                tensor: name.to_string(),
+                width,
+                ty: other,
+            });
         }
     };
-    if width % fallback.block_size() as u64 == 0 {
+    if width.is_multiple_of(fallback.block_size() as u64) {
         Ok(fallback)
     } else {
         Ok(T::F16)
@@ -478,7 +486,14 @@ fn layer_of(counter: u32, facts: &ModelFacts, name: &str) -> u32 {
 }
 
 /// llama-quantize's per-tensor rules (`llama_tensor_get_type_impl`) for the mixes this tool makes.
-fn mix_rule(c: &mut Counters, facts: &ModelFacts, opts: &PlanOptions, name: &str, width: u64, cat: Category) -> GgmlType {
+fn mix_rule(
+    c: &mut Counters,
+    facts: &ModelFacts,
+    opts: &PlanOptions,
+    name: &str,
+    width: u64,
+    cat: Category,
+) -> GgmlType {
     use GgmlType as T;
     use Mix as M;
     let mix = opts.mix;
@@ -488,7 +503,7 @@ fn mix_rule(c: &mut Counters, facts: &ModelFacts, opts: &PlanOptions, name: &str
         if let Some(o) = opts.output_tensor_type {
             return o;
         }
-        if falcon || width % t.block_size() as u64 != 0 {
+        if falcon || !width.is_multiple_of(t.block_size() as u64) {
             return T::Q8_0;
         }
         if t != T::Q8_0 {
@@ -505,10 +520,18 @@ fn mix_rule(c: &mut Counters, facts: &ModelFacts, opts: &PlanOptions, name: &str
         match mix {
             M::Q2_K => t = if gqa4 { T::Q4_K } else { T::Q3_K },
             M::Q2_K_S if gqa4 => t = T::Q4_K,
-            M::Q3_K_M => t = if c.i_attention_wv < 2 { T::Q5_K } else { T::Q4_K },
+            M::Q3_K_M => {
+                t = if c.i_attention_wv < 2 {
+                    T::Q5_K
+                } else {
+                    T::Q4_K
+                }
+            }
             M::Q3_K_L => t = T::Q5_K,
             M::IQ4_NL | M::IQ4_XS if gqa4 => t = T::Q5_K,
-            M::Q4_K_M | M::Q5_K_M if use_more_bits(c.i_attention_wv, c.n_attention_wv) => t = T::Q6_K,
+            M::Q4_K_M | M::Q5_K_M if use_more_bits(c.i_attention_wv, c.n_attention_wv) => {
+                t = T::Q6_K
+            }
             M::Q4_K_S if c.i_attention_wv < 4 => t = T::Q5_K,
             _ => {}
         }
@@ -524,11 +547,7 @@ fn mix_rule(c: &mut Counters, facts: &ModelFacts, opts: &PlanOptions, name: &str
         let i_layer = layer_of(c.i_ffn_down, facts, name);
         match mix {
             M::Q2_K => t = T::Q3_K,
-            M::Q2_K_S => {
-                if i_layer < n_layer / 8 {
-                    t = T::Q4_K
-                }
-            }
+            M::Q2_K_S if i_layer < n_layer / 8 => t = T::Q4_K,
             M::Q3_K_M => {
                 t = if i_layer < n_layer / 16 {
                     T::Q5_K
@@ -564,7 +583,10 @@ fn mix_rule(c: &mut Counters, facts: &ModelFacts, opts: &PlanOptions, name: &str
     } else if cat == Category::AttnOutput {
         if !falcon {
             if facts.n_expert == 8 {
-                if matches!(mix, M::Q2_K | M::Q3_K_S | M::Q3_K_M | M::IQ4_NL | M::Q4_K_S | M::Q4_K_M | M::IQ4_XS) {
+                if matches!(
+                    mix,
+                    M::Q2_K | M::Q3_K_S | M::Q3_K_M | M::IQ4_NL | M::Q4_K_S | M::Q4_K_M | M::IQ4_XS
+                ) {
                     t = T::Q5_K;
                 }
             } else {
@@ -593,10 +615,30 @@ fn mix_rule(c: &mut Counters, facts: &ModelFacts, opts: &PlanOptions, name: &str
     t
 }
 
+/// The order llama.cpp's model loader keeps tensors in (a `std::map` with a comparator): by the
+/// layer number of `blk.N.` names (−1 for the others), then by name bytes.
+fn visit_key(name: &str) -> (i64, &[u8]) {
+    let layer = name
+        .strip_prefix("blk.")
+        .and_then(|rest| {
+            let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+            rest[..digits].parse::<i64>().ok()
+        })
+        .unwrap_or(-1);
+    (layer, name.as_bytes())
+}
+
 /// Plan the output type of every tensor. The result is in the same order as `tensors`.
-pub fn plan(tensors: &[TensorShape], facts: &ModelFacts, opts: &PlanOptions) -> Result<Vec<PlannedTensor>, PlanError> {
+pub fn plan(
+    tensors: &[TensorShape],
+    facts: &ModelFacts,
+    opts: &PlanOptions,
+) -> Result<Vec<PlannedTensor>, PlanError> {
     let mut counters = Counters {
-        n_attention_wv: tensors.iter().filter(|t| is_attn_v_like(category(&t.name))).count() as u32,
+        n_attention_wv: tensors
+            .iter()
+            .filter(|t| is_attn_v_like(category(&t.name)))
+            .count() as u32,
         i_attention_wv: 0,
         n_ffn: facts.n_layer,
         i_ffn_down: 0,
@@ -604,9 +646,9 @@ pub fn plan(tensors: &[TensorShape], facts: &ModelFacts, opts: &PlanOptions) -> 
         i_ffn_up: 0,
         tied_embeddings: !tensors.iter().any(|t| t.name == "output.weight"),
     };
-    // llama.cpp visits tensors in lexicographic name order; counters depend on it.
+    // llama.cpp visits tensors in its loader's order (layer number, then name); counters depend on it.
     let mut order: Vec<usize> = (0..tensors.len()).collect();
-    order.sort_by(|&a, &b| tensors[a].name.as_bytes().cmp(tensors[b].name.as_bytes()));
+    order.sort_by(|&a, &b| visit_key(&tensors[a].name).cmp(&visit_key(&tensors[b].name)));
     let default_type = opts.mix.default_type();
     let mut out: Vec<Option<PlannedTensor>> = vec![None; tensors.len()];
     for idx in order {
@@ -634,7 +676,10 @@ pub fn plan(tensors: &[TensorShape], facts: &ModelFacts, opts: &PlanOptions) -> 
             why = "--output-tensor-type".to_string();
             ty
         } else if default_type.is_quantized() {
-            let manual = opts.tensor_types.iter().find(|(re, _)| re.is_match(&t.name));
+            let manual = opts
+                .tensor_types
+                .iter()
+                .find(|(re, _)| re.is_match(&t.name));
             let mut ty = if let Some((re, ty)) = manual {
                 planned.manual = true;
                 why = format!("--tensor-type {}", re.as_str());
@@ -657,19 +702,58 @@ pub fn plan(tensors: &[TensorShape], facts: &ModelFacts, opts: &PlanOptions) -> 
             default_type
         };
         if !quantease_formats::can_quantize(chosen) {
-            return Err(PlanError::UnsupportedTarget { tensor: t.name.clone(), ty: chosen, why });
+            return Err(PlanError::UnsupportedTarget {
+                tensor: t.name.clone(),
+                ty: chosen,
+                why,
+            });
         }
         if width % chosen.block_size() as u64 != 0 {
-            return Err(PlanError::NoFallback { tensor: t.name.clone(), width, ty: chosen });
+            return Err(PlanError::NoFallback {
+                tensor: t.name.clone(),
+                width,
+                ty: chosen,
+            });
         }
         if chosen != t.source_type && !quantease_formats::can_dequantize(t.source_type) {
-            return Err(PlanError::UnsupportedSource { tensor: t.name.clone(), ty: t.source_type });
+            return Err(PlanError::UnsupportedSource {
+                tensor: t.name.clone(),
+                ty: t.source_type,
+            });
         }
         planned.target_type = chosen;
         planned.quantize = chosen != t.source_type;
         out[idx] = Some(planned);
     }
-    Ok(out.into_iter().map(|p| p.expect("every tensor planned")).collect())
+    Ok(out
+        .into_iter()
+        .map(|p| p.expect("every tensor planned"))
+        .collect())
+}
+
+/// The plan of `dequantize`: every tensor stored in a quantised type becomes `float`
+/// (F32, F16 or BF16); float tensors of another float type are converted too, so the file holds
+/// one float type throughout; 1-D tensors stay F32 as llama.cpp expects.
+pub fn dequantize_plan(tensors: &[TensorShape], float: GgmlType) -> Vec<PlannedTensor> {
+    tensors
+        .iter()
+        .map(|t| {
+            let target = if t.dims.len() < 2 && t.source_type == GgmlType::F32 {
+                GgmlType::F32
+            } else {
+                float
+            };
+            PlannedTensor {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                source_type: t.source_type,
+                target_type: target,
+                quantize: target != t.source_type,
+                fallback_from: None,
+                manual: false,
+            }
+        })
+        .collect()
 }
 
 /// Totals of a plan.
@@ -711,12 +795,57 @@ pub fn totals(plan: &[PlannedTensor]) -> PlanTotals {
     t
 }
 
+impl ModelFacts {
+    /// Read the facts from GGUF metadata (`general.architecture`, `{arch}.block_count`,
+    /// `{arch}.attention.head_count[_kv]`, `{arch}.expert_count`). Missing keys read as 0.
+    pub fn from_metadata(md: &[(String, crate::gguf::MetaValue)]) -> ModelFacts {
+        let get = |k: &str| md.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        let arch = get("general.architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let num = |suffix: &str| {
+            get(&format!("{arch}.{suffix}"))
+                .and_then(|v| v.as_u64().or_else(|| v.as_array().and_then(first_u64)))
+                .unwrap_or(0) as u32
+        };
+        let n_head = num("attention.head_count");
+        let n_head_kv = match num("attention.head_count_kv") {
+            0 => n_head,
+            n => n,
+        };
+        ModelFacts {
+            n_layer: num("block_count"),
+            n_head,
+            n_head_kv,
+            n_expert: num("expert_count"),
+            arch,
+        }
+    }
+}
+
+/// Per-layer hyper-parameters are sometimes arrays; llama.cpp then uses the first layer's value
+/// for these rules.
+fn first_u64(a: &crate::gguf::MetaArray) -> Option<u64> {
+    use crate::gguf::MetaArray as A;
+    match a {
+        A::U32(v) => v.first().map(|&x| x as u64),
+        A::I32(v) => v.first().and_then(|&x| u64::try_from(x).ok()),
+        A::U64(v) => v.first().copied(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn smol_like(n_layer: u32, width: u64) -> (Vec<TensorShape>, ModelFacts) {
-        let mut ts = vec![TensorShape { name: "token_embd.weight".into(), dims: vec![width, 1000], source_type: GgmlType::F32 }];
+        let mut ts = vec![TensorShape {
+            name: "token_embd.weight".into(),
+            dims: vec![width, 1000],
+            source_type: GgmlType::F32,
+        }];
         for l in 0..n_layer {
             for (n, d) in [
                 ("attn_norm.weight", vec![width]),
@@ -728,19 +857,36 @@ mod tests {
                 ("ffn_up.weight", vec![width, 4 * width]),
                 ("ffn_down.weight", vec![4 * width, width]),
             ] {
-                ts.push(TensorShape { name: format!("blk.{l}.{n}"), dims: d, source_type: GgmlType::F32 });
+                ts.push(TensorShape {
+                    name: format!("blk.{l}.{n}"),
+                    dims: d,
+                    source_type: GgmlType::F32,
+                });
             }
         }
-        let facts = ModelFacts { arch: "llama".into(), n_layer, n_head: 9, n_head_kv: 3, n_expert: 0 };
+        let facts = ModelFacts {
+            arch: "llama".into(),
+            n_layer,
+            n_head: 9,
+            n_head_kv: 3,
+            n_expert: 0,
+        };
         (ts, facts)
     }
 
     fn opts(mix: Mix) -> PlanOptions {
-        PlanOptions { mix, tensor_types: vec![], output_tensor_type: None, token_embedding_type: None, pure: false, has_imatrix: false }
+        PlanOptions {
+            mix,
+            tensor_types: vec![],
+            output_tensor_type: None,
+            token_embedding_type: None,
+            pure: false,
+            has_imatrix: false,
+        }
     }
 
     #[test]
-    fn q4_k_m_bumps_attn_v_and_ffn_down_in_lexicographic_order() {
+    fn q4_k_m_bumps_attn_v_and_ffn_down_in_layer_order() {
         let (ts, facts) = smol_like(16, 512);
         let p = plan(&ts, &facts, &opts(Mix::Q4_K_M)).unwrap();
         let get = |n: &str| p.iter().find(|t| t.name == n).unwrap().target_type;
@@ -748,15 +894,14 @@ mod tests {
         assert_eq!(get("token_embd.weight"), GgmlType::Q6_K);
         assert_eq!(get("blk.0.attn_norm.weight"), GgmlType::F32);
         assert_eq!(get("blk.0.attn_q.weight"), GgmlType::Q4_K);
-        // Lexicographic order: blk.0, blk.1, blk.10, ..., blk.15, blk.2, ... ; counter 0 → blk.0 (more bits),
-        // counter 1 → blk.1 (1 < 16/8 → more bits), counter 2 → blk.10 ((2-2)%3 != 2 → no).
+        // Layer order: n = 16, more bits for i < 2, i >= 14, and (i - 2) % 3 == 2.
         assert_eq!(get("blk.0.attn_v.weight"), GgmlType::Q6_K);
         assert_eq!(get("blk.1.attn_v.weight"), GgmlType::Q6_K);
-        assert_eq!(get("blk.10.attn_v.weight"), GgmlType::Q4_K);
-        // counter 4 → blk.12: (4-2)%3 == 2 → more bits.
-        assert_eq!(get("blk.12.attn_v.weight"), GgmlType::Q6_K);
-        assert_eq!(get("blk.12.ffn_down.weight"), GgmlType::Q6_K);
+        assert_eq!(get("blk.2.attn_v.weight"), GgmlType::Q4_K);
+        assert_eq!(get("blk.4.attn_v.weight"), GgmlType::Q6_K);
+        assert_eq!(get("blk.10.attn_v.weight"), GgmlType::Q6_K);
         assert_eq!(get("blk.11.ffn_down.weight"), GgmlType::Q4_K);
+        assert_eq!(get("blk.15.ffn_down.weight"), GgmlType::Q6_K);
     }
 
     #[test]
@@ -797,37 +942,5 @@ mod tests {
         assert_eq!(Mix::from_name("q4_k"), Some(Mix::Q4_K_M));
         assert_eq!(Mix::from_bits(3), Some(Mix::Q3_K_M));
         assert_eq!(Mix::from_bits(7), None);
-    }
-}
-
-impl ModelFacts {
-    /// Read the facts from GGUF metadata (`general.architecture`, `{arch}.block_count`,
-    /// `{arch}.attention.head_count[_kv]`, `{arch}.expert_count`). Missing keys read as 0.
-    pub fn from_metadata(md: &[(String, crate::gguf::MetaValue)]) -> ModelFacts {
-        let get = |k: &str| md.iter().find(|(key, _)| key == k).map(|(_, v)| v);
-        let arch = get("general.architecture").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let num = |suffix: &str| {
-            get(&format!("{arch}.{suffix}"))
-                .and_then(|v| v.as_u64().or_else(|| v.as_array().and_then(first_u64)))
-                .unwrap_or(0) as u32
-        };
-        let n_head = num("attention.head_count");
-        let n_head_kv = match num("attention.head_count_kv") {
-            0 => n_head,
-            n => n,
-        };
-        ModelFacts { n_layer: num("block_count"), n_head, n_head_kv, n_expert: num("expert_count"), arch }
-    }
-}
-
-/// Per-layer hyper-parameters are sometimes arrays; llama.cpp then uses the first layer's value
-/// for these rules.
-fn first_u64(a: &crate::gguf::MetaArray) -> Option<u64> {
-    use crate::gguf::MetaArray as A;
-    match a {
-        A::U32(v) => v.first().map(|&x| x as u64),
-        A::I32(v) => v.first().and_then(|&x| u64::try_from(x).ok()),
-        A::U64(v) => v.first().copied(),
-        _ => None,
     }
 }

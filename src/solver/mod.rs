@@ -106,7 +106,7 @@ pub enum SolverError {
         what: String,
     },
     /// A NaN or infinity in the input.
-    #[error("tensor '{tensor}': non-finite {what} at index {index} ({value})")]
+    #[error("tensor '{tensor}': {what} at index {index} is not finite ({value})")]
     NonFinite {
         /// Tensor name.
         tensor: String,
