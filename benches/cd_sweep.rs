@@ -62,6 +62,43 @@ fn gemm_gflops<T: faer::traits::ComplexField + Copy>(
     flops / median(times) / 1e9
 }
 
+/// The sweep's GEMM decomposition alone: rows in chunks of `rows` (one thread each, sequential
+/// GEMMs), columns of Σ in blocks of `cols` — `2·q·p²` flops like a sweep, no CD work.
+fn chunked_gemm_gflops(q: usize, p: usize, rows: usize, cols: usize) -> f64 {
+    use rayon::prelude::*;
+    let mut rng = Lcg(11);
+    let e: Vec<f32> = (0..q * p).map(|_| rng.next()).collect();
+    let s = Mat::<f32>::from_fn(p, p, |_, _| rng.next());
+    let flops = 2.0 * q as f64 * p as f64 * p as f64;
+    let times: Vec<f64> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            e.par_chunks(rows * p).for_each(|chunk| {
+                let r = chunk.len() / p;
+                let lhs = faer::MatRef::from_row_major_slice(chunk, r, p);
+                let mut g = vec![0f32; r * cols];
+                let mut c0 = 0;
+                while c0 < p {
+                    let nb = cols.min(p - c0);
+                    let dst = faer::MatMut::from_row_major_slice_mut(&mut g[..r * nb], r, nb);
+                    faer::linalg::matmul::matmul(
+                        dst,
+                        faer::Accum::Replace,
+                        lhs,
+                        s.as_ref().submatrix(0, c0, p, nb),
+                        1.0f32,
+                        Par::Seq,
+                    );
+                    std::hint::black_box(&g);
+                    c0 += nb;
+                }
+            });
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    flops / median(times) / 1e9
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -84,10 +121,21 @@ fn main() {
         .build_global()
         .expect("thread pool");
     let ty = GgmlType::Q4_0;
-    println!("CD sweep ({ty}, scale refits on) vs faer GEMM, {threads} threads, median of 3; q×p = rows × row length");
     println!(
-        "{:>11} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}",
-        "q×p", "sweep s", "sweep GF/s", "f32 GEMM", "f64 GEMM", "vs f32", "vs f64"
+        "CD sweep ({ty}, scale refits on) vs faer GEMM, {threads} threads, median of 3; \
+         q×p = rows × row length; GF/s counts 2·q·p² per sweep"
+    );
+    println!(
+        "{:>11} {:>9} {:>11} {:>9} {:>9} {:>12} {:>8} {:>8} {:>10}",
+        "q×p",
+        "sweep s",
+        "sweep GF/s",
+        "f32 GEMM",
+        "f64 GEMM",
+        "chunked f32",
+        "vs f32",
+        "vs f64",
+        "vs chunked"
     );
     for (q, p) in shapes {
         let mut rng = Lcg(q as u64 * 31 + p as u64);
@@ -117,15 +165,18 @@ fn main() {
         let gf = flops / sweep / 1e9;
         let g32 = gemm_gflops::<f32>(q, p, threads, 1.0, |x| x);
         let g64 = gemm_gflops::<f64>(q, p, threads, 1.0, |x| x as f64);
+        let gch = chunked_gemm_gflops(q, p, opts.chunk_rows, opts.block_cols);
         println!(
-            "{:>11} {:>12.3} {:>12.1} {:>12.1} {:>12.1} {:>9.0}% {:>9.0}%",
+            "{:>11} {:>9.3} {:>11.1} {:>9.1} {:>9.1} {:>12.1} {:>7.0}% {:>7.0}% {:>9.0}%",
             format!("{q}x{p}"),
             sweep,
             gf,
             g32,
             g64,
+            gch,
             100.0 * gf / g32,
-            100.0 * gf / g64
+            100.0 * gf / g64,
+            100.0 * gf / gch
         );
     }
 }

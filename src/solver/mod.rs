@@ -87,7 +87,7 @@ impl Default for SolveOptions {
             act_order: false,
             refit_scales: true,
             gptq_init: true,
-            chunk_rows: 64,
+            chunk_rows: 128,
             block_cols: 256,
             exact_history: false,
         }
