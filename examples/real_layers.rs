@@ -52,7 +52,7 @@ fn main() {
         let info = &model.tensors()[idx];
         let p = info.dims[0] as usize;
         let q: usize = info.dims[1..].iter().product::<u64>() as usize;
-        if p % ty.block_size() != 0 {
+        if !p.is_multiple_of(ty.block_size()) {
             continue;
         }
         let mut x = vec![0f32; q * p];
