@@ -53,9 +53,11 @@ pub(crate) fn factor(sigma: &Sigma, p: usize, lam: f64, act_order: bool) -> Opti
         }
     });
     let llt = h.llt(Side::Lower).ok()?;
+    drop(h);
     let hinv = llt.inverse();
     drop(llt);
     let l2 = hinv.llt(Side::Lower).ok()?;
+    drop(hinv);
     let l = l2.L();
     let mut u = vec![0f32; p * p];
     for i in 0..p {

@@ -312,6 +312,25 @@ fn cd_is_close_to_the_exhaustive_optimum_on_tiny_problems() {
 }
 
 #[test]
+fn act_order_gptq_gives_valid_bytes_and_beats_rtn() {
+    let (q, p) = (24, 512);
+    let sigma = gram(&activations(p, 2 * p, 17));
+    let w = weights(q, p, 19);
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::IQ4_XS] {
+        let opts = SolveOptions {
+            act_order: true,
+            ..Default::default()
+        };
+        for method in [Method::Gptq, Method::QuantEase] {
+            let s = solve("t", &w, q, p, &sigma, ty, method, &opts).unwrap();
+            let naive = naive_objective(ty, &s.bytes, &w, q, p, &sigma);
+            assert!((naive - s.objective).abs() <= 1e-4 * naive, "{ty}");
+            assert!(s.objective < s.rtn_objective, "{ty} {method:?}");
+        }
+    }
+}
+
+#[test]
 fn results_do_not_depend_on_the_thread_count() {
     let (q, p) = (200, 512);
     let sigma = gram(&activations(p, 700, 9));
