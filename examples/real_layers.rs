@@ -36,7 +36,14 @@ fn main() {
     };
     let weights = strings(&gram, "quantease.gram.weights");
     let tensors = strings(&gram, "quantease.gram.tensors");
-    let opts = SolveOptions::default();
+    // `ITERS=N` / `TOL=X` override the defaults (to study the stopping rule).
+    let mut opts = SolveOptions::default();
+    if let Some(n) = std::env::var("ITERS").ok().and_then(|v| v.parse().ok()) {
+        opts.iters = n;
+    }
+    if let Some(t) = std::env::var("TOL").ok().and_then(|v| v.parse().ok()) {
+        opts.tol = t;
+    }
     println!(
         "{:<28} {:>11} {:>11} {:>11} {:>8} {:>6} {:>5} {:>7}",
         "weight", "RTN", "GPTQ", "QuantEase", "QE/RTN", "init", "sw", "s"
@@ -85,6 +92,11 @@ fn main() {
             e.sweeps,
             e.seconds
         );
+        if std::env::var("HISTORY").is_ok() {
+            let h0 = e.history[0];
+            let h: Vec<String> = e.history.iter().map(|v| format!("{:.3}", v / h0)).collect();
+            println!("    history/start {}", h.join(" "));
+        }
     }
     println!("sum of rel errors: RTN {sr:.4e}  GPTQ {sg:.4e}  QuantEase {sq:.4e}  (QE/RTN {:.3}, QE/GPTQ {:.3})", sq / sr, sq / sg);
 }
