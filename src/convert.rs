@@ -8,6 +8,7 @@
 use crate::gguf::{GgufError, GgufWriter, MetaValue, TensorPlan};
 use crate::imatrix::Imatrix;
 use crate::plan::{Mix, PlannedTensor};
+use crate::solver::{self, Method, Sigma, SolveOptions, SolverError, Spec};
 use crate::source::{SourceError, TensorSource};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quantease_formats::{FormatError, GgmlType};
@@ -41,6 +42,22 @@ pub enum ConvertError {
         /// The encoder's error.
         source: FormatError,
     },
+    /// The solver rejected a tensor (NaN weights, a bad Σ …).
+    #[error("{path}: {source}")]
+    Solve {
+        /// Source file.
+        path: PathBuf,
+        /// The solver's error (names the tensor).
+        source: SolverError,
+    },
+    /// A Σ provider failed for a tensor.
+    #[error("tensor '{tensor}': cannot get its Σ: {message}")]
+    Sigma {
+        /// Tensor name.
+        tensor: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The importance matrix does not fit a tensor.
     #[error(
         "{path}: imatrix entry for '{tensor}' has {got} values, the tensor's rows have {expected}"
@@ -57,18 +74,57 @@ pub enum ConvertError {
     },
 }
 
+/// Where full Σ matrices come from (a Gram file); consulted per tensor before the imatrix.
+pub trait SigmaProvider: Sync {
+    /// Σ for `tensor` (row length `p`), or `None` if this source has none for it.
+    fn sigma(&self, tensor: &str, p: usize) -> Result<Option<Sigma>, String>;
+}
+
 /// Settings of one conversion besides the plan.
 pub struct ConvertSettings<'a> {
     /// The mix (sets `general.file_type`).
     pub mix: Mix,
-    /// Importance weights.
+    /// Importance weights (a diagonal Σ).
     pub imatrix: Option<&'a Imatrix>,
+    /// Full Σ per tensor, preferred over the imatrix when it has the tensor.
+    pub gram: Option<&'a dyn SigmaProvider>,
+    /// How codes are chosen.
+    pub method: Method,
+    /// Solver settings.
+    pub solve: SolveOptions,
     /// Hide progress bars.
     pub quiet: bool,
 }
 
+/// What happened to one quantised tensor.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TensorReport {
+    /// Tensor name.
+    pub name: String,
+    /// Target type.
+    pub ty: String,
+    /// Bits per weight of the type.
+    pub bpw: f64,
+    /// Method used.
+    pub method: String,
+    /// Start the solver used (`rtn` or `gptq`).
+    pub init: String,
+    /// Σ form: `full`, `diagonal` or `identity`.
+    pub sigma: String,
+    /// ‖(W−Ŵ)X‖²/‖WX‖² of the output.
+    pub rel_error: f64,
+    /// The same for round-to-nearest.
+    pub rtn_rel_error: f64,
+    /// The same for GPTQ, when it ran.
+    pub gptq_rel_error: Option<f64>,
+    /// CD sweeps (the largest over the tensor's row batches).
+    pub sweeps: usize,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
 /// What a conversion did.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ConvertSummary {
     /// Tensors written.
     pub n_tensors: usize,
@@ -80,6 +136,8 @@ pub struct ConvertSummary {
     pub file_bytes: u64,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// Per quantised tensor (those the solver handles).
+    pub tensors: Vec<TensorReport>,
 }
 
 /// Metadata for the output: the source's, in order, with the file type, quantisation version and
@@ -146,7 +204,7 @@ pub fn convert(
     let metadata = output_metadata(
         source.metadata(),
         settings.mix,
-        "rtn",
+        settings.method.name(),
         source.path(),
         settings.imatrix,
     );
@@ -191,7 +249,20 @@ pub fn convert(
             let importance = lookup_importance(settings.imatrix, p)?;
             summary.n_with_imatrix += importance.is_some() as usize;
             summary.n_quantized += 1;
-            quantize_tensor(source, index, p, importance, &mut writer, &rows_bar)?;
+            if Spec::for_type(p.target_type).is_some() {
+                let report = solve_tensor(
+                    source,
+                    index,
+                    p,
+                    importance,
+                    settings,
+                    &mut writer,
+                    &rows_bar,
+                )?;
+                summary.tensors.push(report);
+            } else {
+                quantize_tensor(source, index, p, importance, &mut writer, &rows_bar)?;
+            }
         }
         source.release(index);
         overall.inc(1);
@@ -272,4 +343,98 @@ fn quantize_tensor(
     }
     writer.end_tensor()?;
     Ok(())
+}
+
+/// Quantise one tensor with the solver. With a full Σ the whole tensor is solved at once (one
+/// GPTQ factorisation); with a diagonal or identity Σ rows are independent and are solved in
+/// batches of about [`CHUNK_WEIGHTS`] weights, bounding memory.
+fn solve_tensor(
+    source: &dyn TensorSource,
+    index: usize,
+    p: &PlannedTensor,
+    importance: Option<&[f32]>,
+    settings: &ConvertSettings<'_>,
+    writer: &mut GgufWriter,
+    bar: &ProgressBar,
+) -> Result<TensorReport, ConvertError> {
+    let start = Instant::now();
+    let width = p.dims[0] as usize;
+    let n_rows: usize = p.dims.iter().skip(1).product::<u64>() as usize;
+    let full = match settings.gram {
+        Some(g) => g
+            .sigma(&p.name, width)
+            .map_err(|message| ConvertError::Sigma {
+                tensor: p.name.clone(),
+                message,
+            })?,
+        None => None,
+    };
+    let sigma = match (full, importance) {
+        (Some(s), _) => s,
+        (None, Some(imp)) => Sigma::Diagonal(imp.to_vec()),
+        (None, None) => Sigma::Identity,
+    };
+    let batch_rows = if matches!(sigma, Sigma::Full(_)) {
+        n_rows.max(1)
+    } else {
+        (CHUNK_WEIGHTS / width.max(1)).clamp(1, n_rows.max(1))
+    };
+    let mut f32_buf = vec![0f32; batch_rows * width];
+    bar.set_length(n_rows as u64);
+    bar.set_position(0);
+    let (mut obj, mut rtn, mut gptq, mut base) = (0f64, 0f64, 0f64, 0f64);
+    let mut has_gptq = true;
+    let mut sweeps = 0;
+    let mut init = Method::Rtn;
+    let mut first = 0;
+    while first < n_rows {
+        let n = batch_rows.min(n_rows - first);
+        let src = &mut f32_buf[..n * width];
+        src.par_chunks_mut(width * 16)
+            .enumerate()
+            .try_for_each(|(i, chunk)| source.read_rows(index, first + i * 16, chunk))?;
+        let sol = solver::solve(
+            &p.name,
+            src,
+            n,
+            width,
+            &sigma,
+            p.target_type,
+            settings.method,
+            &settings.solve,
+        )
+        .map_err(|e| ConvertError::Solve {
+            path: source.path().to_path_buf(),
+            source: e,
+        })?;
+        writer.write_data(&sol.bytes)?;
+        obj += sol.objective;
+        rtn += sol.rtn_objective;
+        base += sol.base;
+        match sol.gptq_objective {
+            Some(g) => gptq += g,
+            None => has_gptq = false,
+        }
+        sweeps = sweeps.max(sol.sweeps);
+        if sol.init == Method::Gptq {
+            init = Method::Gptq;
+        }
+        first += n;
+        bar.set_position(first as u64);
+    }
+    writer.end_tensor()?;
+    let rel = |o: f64| if base > 0.0 { o / base } else { 0.0 };
+    Ok(TensorReport {
+        name: p.name.clone(),
+        ty: p.target_type.name().to_string(),
+        bpw: p.target_type.bits_per_weight(),
+        method: settings.method.name().to_string(),
+        init: init.name().to_string(),
+        sigma: sigma.kind().to_string(),
+        rel_error: rel(obj),
+        rtn_rel_error: rel(rtn),
+        gptq_rel_error: has_gptq.then(|| rel(gptq)),
+        sweeps,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }

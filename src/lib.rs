@@ -25,4 +25,5 @@ pub mod inspect;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod plan;
+pub mod solver;
 pub mod source;

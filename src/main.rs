@@ -2,12 +2,13 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use quantease_gguf::convert::{convert, ConvertSettings};
+use quantease_gguf::convert::{convert, ConvertSettings, ConvertSummary};
 use quantease_gguf::formats::GgmlType;
 use quantease_gguf::gguf::GgufFile;
 use quantease_gguf::imatrix::Imatrix;
 use quantease_gguf::inspect;
 use quantease_gguf::plan::{self, Mix, ModelFacts, PlanOptions, PlannedTensor, TensorShape};
+use quantease_gguf::solver::{Method, SolveOptions};
 use quantease_gguf::source::{GgufSource, TensorSource};
 use regex::Regex;
 use std::path::PathBuf;
@@ -79,6 +80,27 @@ struct ConvertArgs {
     /// llama.cpp importance matrix (GGUF imatrix or legacy .dat): per-column weights for rounding.
     #[arg(long, value_name = "FILE")]
     imatrix: Option<PathBuf>,
+    /// How codes are chosen: `quantease` (coordinate descent from the better of RTN and GPTQ),
+    /// `gptq`, or `rtn` (weighted round-to-nearest). Default: quantease when Σ information
+    /// (--imatrix) is given, rtn otherwise.
+    #[arg(long, value_name = "METHOD", value_parser = ["quantease", "gptq", "rtn"])]
+    method: Option<String>,
+    /// Maximum coordinate-descent sweeps per tensor.
+    #[arg(long, value_name = "N", default_value_t = SolveOptions::default().iters)]
+    iters: usize,
+    /// Stop sweeping when a sweep lowers the objective by less than this fraction.
+    #[arg(long, value_name = "X", default_value_t = SolveOptions::default().tol)]
+    tol: f64,
+    /// Damping with a full Σ: add X·mean(diag Σ) to the diagonal (GPTQ-style).
+    #[arg(long, value_name = "X", default_value_t = SolveOptions::default().damp)]
+    damp: f64,
+    /// GPTQ visits columns by decreasing Σ_jj.
+    #[arg(long)]
+    act_order: bool,
+    /// Write a JSON report (per tensor: type, bpw, relative error for the method and for RTN,
+    /// time, sweeps) to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// Print the plan (type, size per tensor, totals, bits per weight) and exit without writing.
     #[arg(long)]
     dry_run: bool,
@@ -257,12 +279,50 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     if !a.quiet {
         print_totals(&planned, opts.mix);
     }
+    let method = match a.method.as_deref() {
+        Some("quantease") => Method::QuantEase,
+        Some("gptq") => Method::Gptq,
+        Some("rtn") => Method::Rtn,
+        Some(m) => bail!("--method: unknown method '{m}'"),
+        None if imatrix.is_some() => Method::QuantEase,
+        None => Method::Rtn,
+    };
+    let non_negative = |x: f64| x.is_finite() && x >= 0.0;
+    if !non_negative(a.damp) || !non_negative(a.tol) {
+        bail!("--damp and --tol must be finite and non-negative");
+    }
+    let solve = SolveOptions {
+        iters: a.iters,
+        tol: a.tol,
+        damp: a.damp,
+        act_order: a.act_order,
+        ..SolveOptions::default()
+    };
     let settings = ConvertSettings {
         mix: opts.mix,
         imatrix: imatrix.as_ref(),
+        gram: None,
+        method,
+        solve,
         quiet: a.quiet,
     };
     let summary = convert(&source, &a.output, &planned, &settings)?;
+    if let Some(path) = &a.report {
+        let json = serde_json::json!({
+            "input": a.input.display().to_string(),
+            "output": a.output.display().to_string(),
+            "method": method.name(),
+            "iters": a.iters,
+            "tol": a.tol,
+            "damp": a.damp,
+            "summary": &summary,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing report {}", path.display()))?;
+    }
+    if !a.quiet {
+        print_solver_table(&summary);
+    }
     if !a.quiet {
         eprintln!(
             "wrote {}: {} tensors ({} quantised, {} with imatrix), {:.2} MiB in {:.1} s",
@@ -275,6 +335,40 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Per target type: tensors, weighted mean relative error of the output and of RTN, time.
+fn print_solver_table(summary: &ConvertSummary) {
+    if summary.tensors.is_empty() {
+        return;
+    }
+    let mut by_type: std::collections::BTreeMap<&str, (usize, f64, f64, f64, usize)> =
+        Default::default();
+    for t in &summary.tensors {
+        let e = by_type.entry(&t.ty).or_default();
+        e.0 += 1;
+        e.1 += t.rel_error;
+        e.2 += t.rtn_rel_error;
+        e.3 += t.seconds;
+        e.4 += t.sweeps;
+    }
+    eprintln!(
+        "{:<8} {:>7} {:>14} {:>14} {:>8} {:>9} {:>8}",
+        "type", "tensors", "rel error", "RTN rel error", "ratio", "sweeps", "time s"
+    );
+    for (ty, (n, rel, rtn, secs, sweeps)) in by_type {
+        let nf = n as f64;
+        eprintln!(
+            "{:<8} {:>7} {:>14.4e} {:>14.4e} {:>8.3} {:>9.1} {:>8.1}",
+            ty,
+            n,
+            rel / nf,
+            rtn / nf,
+            if rtn > 0.0 { rel / rtn } else { 1.0 },
+            sweeps as f64 / nf,
+            secs
+        );
+    }
 }
 
 fn run_dequantize(a: DequantizeArgs) -> Result<()> {
@@ -300,6 +394,9 @@ fn run_dequantize(a: DequantizeArgs) -> Result<()> {
     let settings = ConvertSettings {
         mix,
         imatrix: None,
+        gram: None,
+        method: Method::Rtn,
+        solve: SolveOptions::default(),
         quiet: a.quiet,
     };
     let summary = convert(&source, &a.output, &planned, &settings)?;
