@@ -28,6 +28,36 @@ enum Command {
     Inspect(InspectArgs),
     /// Decode every quantised tensor to a float type, giving a file any runtime loads.
     Dequantize(DequantizeArgs),
+    /// Perplexity of a model on a text, and with --base its KL divergence from a reference model
+    /// (as `llama-perplexity --kl-divergence` measures them). Needs the `llama` feature.
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    /// Model to evaluate (GGUF that llama.cpp loads).
+    model: PathBuf,
+    /// Evaluation text (UTF-8), e.g. wiki.dev.raw.
+    #[arg(long, value_name = "FILE")]
+    text: PathBuf,
+    /// Reference model: also report KL divergence, PPL ratio and same-top-token rate against it.
+    #[arg(long, value_name = "REF")]
+    base: Option<PathBuf>,
+    /// Chunk length in tokens (the second half of each chunk is scored).
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Evaluate at most N chunks (default: all of the text).
+    #[arg(long, value_name = "N")]
+    chunks: Option<usize>,
+    /// llama.cpp threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print a line per chunk to stderr.
+    #[arg(long)]
+    progress: bool,
 }
 
 #[derive(Args)]
@@ -327,12 +357,42 @@ fn run_inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "llama")]
+fn run_perplexity(a: PerplexityArgs) -> Result<()> {
+    use quantease_gguf::eval::{evaluate, EvalOptions};
+    if a.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    let text = std::fs::read_to_string(&a.text)
+        .with_context(|| format!("reading text {}", a.text.display()))?;
+    let opts = EvalOptions {
+        n_ctx: a.ctx,
+        n_chunks: a.chunks,
+        n_threads: a.threads.unwrap_or(0),
+        progress: a.progress,
+    };
+    let report = evaluate(&a.model, a.base.as_deref(), &text, opts)
+        .with_context(|| format!("evaluating {}", a.model.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "llama"))]
+fn run_perplexity(_: PerplexityArgs) -> Result<()> {
+    bail!("perplexity needs llama.cpp: this binary was built without the `llama` cargo feature")
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(a) => run_convert(a),
         Command::Inspect(a) => run_inspect(a),
         Command::Dequantize(a) => run_dequantize(a),
+        Command::Perplexity(a) => run_perplexity(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
