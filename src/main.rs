@@ -31,6 +31,61 @@ enum Command {
     /// Perplexity of a model on a text, and with --base its KL divergence from a reference model
     /// (as `llama-perplexity --kl-divergence` measures them). Needs the `llama` feature.
     Perplexity(PerplexityArgs),
+    /// Run the model over a calibration text and write the Gram matrix of every distinct matmul
+    /// input plus llama.cpp imatrix statistics (a GGUF that also works as `--imatrix`). Needs the
+    /// `llama` feature.
+    Calibrate(CalibrateArgs),
+    /// Quantise with llama.cpp's own quantiser (llama_model_quantize, in process): the baseline.
+    /// Needs the `llama` feature.
+    LlamaQuantize(LlamaQuantizeArgs),
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// Model (GGUF that llama.cpp loads).
+    model: PathBuf,
+    /// Calibration text (UTF-8).
+    #[arg(long, value_name = "FILE")]
+    text: PathBuf,
+    /// Output Gram file.
+    #[arg(short, long, value_name = "OUT.gram.gguf")]
+    output: PathBuf,
+    /// Chunk length in tokens.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Use at most N chunks (default: the whole text).
+    #[arg(long, value_name = "N")]
+    chunks: Option<usize>,
+    /// Threads for llama.cpp and the Gram GEMMs (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Only diagonal statistics: a plain imatrix GGUF, as llama-imatrix writes.
+    #[arg(long)]
+    diag_only: bool,
+    /// Memory budget for the Gram accumulators (e.g. 2G, 512M); when exceeded, layers are
+    /// collected in groups over several passes. Default: half of MemAvailable.
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
+    /// No progress lines or summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct LlamaQuantizeArgs {
+    /// Input GGUF.
+    input: PathBuf,
+    /// Output GGUF.
+    output: PathBuf,
+    /// llama.cpp file type (Q4_0, Q4_K_M, Q3_K_M, Q2_K, IQ4_NL, ...).
+    #[arg(long = "type", value_name = "TYPE")]
+    ty: String,
+    /// Importance matrix (imatrix GGUF, Gram file or legacy .dat).
+    #[arg(long, value_name = "FILE")]
+    imatrix: Option<PathBuf>,
+    /// Threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -381,6 +436,99 @@ fn run_perplexity(a: PerplexityArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "llama")]
+fn run_calibrate(a: CalibrateArgs) -> Result<()> {
+    use quantease_gguf::calibrate::{calibrate, default_max_memory, parse_size, CalibrateOptions};
+    if a.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    let max_memory = match &a.max_memory {
+        Some(s) => parse_size(s).with_context(|| format!("--max-memory: cannot parse '{s}'"))?,
+        None => default_max_memory(),
+    };
+    let text = std::fs::read_to_string(&a.text)
+        .with_context(|| format!("reading text {}", a.text.display()))?;
+    let opts = CalibrateOptions {
+        n_ctx: a.ctx,
+        n_chunks: a.chunks,
+        n_threads: a.threads.unwrap_or(0),
+        diag_only: a.diag_only,
+        max_memory,
+        progress: !a.quiet,
+        dataset: a
+            .text
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let s = calibrate(&a.model, &text, &a.output, &opts)
+        .with_context(|| format!("calibrating {}", a.model.display()))?;
+    if !a.quiet {
+        eprintln!(
+            "wrote {}: {} weights, {} distinct inputs{}, {} MoE weights (diagonal only), {} chunks × {} tokens, {} pass(es), {:.1} MiB peak accumulators, {:.1} s",
+            a.output.display(),
+            s.n_weights,
+            s.n_inputs,
+            if a.diag_only { " (diagonal only)" } else { " with full Grams" },
+            s.n_expert_weights,
+            s.n_chunks,
+            s.n_ctx,
+            s.passes,
+            s.peak_accumulator_bytes as f64 / 1048576.0,
+            s.seconds
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "llama")]
+fn run_llama_quantize(a: LlamaQuantizeArgs) -> Result<()> {
+    use quantease_gguf::llama::{llama_quantize, Ftype, ImatrixData};
+    let ftype: Ftype =
+        a.ty.to_ascii_uppercase()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--type: {e}"))?;
+    let imatrix = match &a.imatrix {
+        None => None,
+        Some(p) => {
+            let im =
+                Imatrix::load(p).with_context(|| format!("reading imatrix {}", p.display()))?;
+            let mut data = ImatrixData::new();
+            for name in im.names() {
+                let values = im.importance(name).unwrap_or_default().to_vec();
+                data.insert(name, values)
+                    .with_context(|| format!("imatrix {}", p.display()))?;
+            }
+            Some(data)
+        }
+    };
+    let t0 = std::time::Instant::now();
+    llama_quantize(
+        &a.input,
+        &a.output,
+        ftype,
+        imatrix.as_ref(),
+        a.threads.unwrap_or(0),
+    )?;
+    eprintln!(
+        "wrote {} ({}) in {:.1} s",
+        a.output.display(),
+        ftype.name(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "llama"))]
+fn run_calibrate(_: CalibrateArgs) -> Result<()> {
+    bail!("calibrate needs llama.cpp: this binary was built without the `llama` cargo feature")
+}
+
+#[cfg(not(feature = "llama"))]
+fn run_llama_quantize(_: LlamaQuantizeArgs) -> Result<()> {
+    bail!("llama-quantize needs llama.cpp: this binary was built without the `llama` cargo feature")
+}
+
 #[cfg(not(feature = "llama"))]
 fn run_perplexity(_: PerplexityArgs) -> Result<()> {
     bail!("perplexity needs llama.cpp: this binary was built without the `llama` cargo feature")
@@ -393,6 +541,8 @@ fn main() {
         Command::Inspect(a) => run_inspect(a),
         Command::Dequantize(a) => run_dequantize(a),
         Command::Perplexity(a) => run_perplexity(a),
+        Command::Calibrate(a) => run_calibrate(a),
+        Command::LlamaQuantize(a) => run_llama_quantize(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
