@@ -392,7 +392,7 @@ pub fn calibrate_chunks(
 ) -> Result<CalibrateSummary, CalibrateError> {
     let t0 = Instant::now();
     let n_ctx = opts.n_ctx;
-    if n_ctx < 8 || n_ctx > 1 << 20 {
+    if !(8..=1 << 20).contains(&n_ctx) {
         return Err(CalibrateError::InvalidOptions(format!(
             "n_ctx {n_ctx} must be between 8 and 2^20"
         )));
