@@ -191,6 +191,148 @@ pub fn make_chunks(
         .collect()
 }
 
+/// Options of [`generate_chunks`]: calibration text the model writes itself.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Number of sequences.
+    pub n_chunks: usize,
+    /// Tokens per sequence (BOS included when the model adds one).
+    pub n_ctx: usize,
+    /// Seed of the sampler; sequence `i` uses seed `seed + i`.
+    pub seed: u64,
+    /// Sample among the `top_k` most likely tokens (1 = greedy).
+    pub top_k: usize,
+    /// Softmax temperature over those tokens.
+    pub temperature: f32,
+    /// llama.cpp threads (0 = all cores).
+    pub n_threads: usize,
+    /// Print progress to stderr.
+    pub progress: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            n_chunks: 8,
+            n_ctx: 512,
+            seed: 1,
+            top_k: 40,
+            temperature: 1.0,
+            n_threads: 0,
+            progress: false,
+        }
+    }
+}
+
+/// A small deterministic generator (splitmix64) for the sampler.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Choose a token from `logits`: softmax at `temperature` over the `top_k` largest (ties broken
+/// by the lower id), never a token for which `banned` is true, drawn with `u` ∈ [0, 1).
+fn sample_top_k(
+    logits: &[f32],
+    top_k: usize,
+    temperature: f32,
+    u: f64,
+    banned: impl Fn(i32) -> bool,
+) -> Option<i32> {
+    let mut cand: Vec<(f32, i32)> = logits
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| v.is_finite() && !banned(*i as i32))
+        .map(|(i, &v)| (v, i as i32))
+        .collect();
+    let k = top_k.max(1).min(cand.len());
+    if k == 0 {
+        return None;
+    }
+    let cmp = |a: &(f32, i32), b: &(f32, i32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if k < cand.len() {
+        cand.select_nth_unstable_by(k - 1, cmp);
+        cand.truncate(k);
+    }
+    cand.sort_by(cmp);
+    let t = f64::from(temperature.max(1e-6));
+    let top = f64::from(cand[0].0);
+    let w: Vec<f64> = cand
+        .iter()
+        .map(|&(v, _)| ((f64::from(v) - top) / t).exp())
+        .collect();
+    let total: f64 = w.iter().sum();
+    let mut target = u * total;
+    for (&(_, id), wi) in cand.iter().zip(&w) {
+        if target < *wi {
+            return Some(id);
+        }
+        target -= wi;
+    }
+    cand.last().map(|c| c.1)
+}
+
+/// Let the model write its own calibration text (no dataset): each sequence starts at BOS and
+/// continues by seeded top-k sampling, end-of-generation tokens excluded, until `n_ctx` tokens.
+/// Deterministic for a given model file, options and thread count.
+pub fn generate_chunks(
+    model: &Model,
+    opts: &GenerateOptions,
+) -> Result<Vec<Vec<i32>>, CalibrateError> {
+    if opts.n_chunks == 0 || !(8..=1 << 20).contains(&opts.n_ctx) {
+        return Err(CalibrateError::InvalidOptions(format!(
+            "generation needs at least one chunk and 8 ≤ n_ctx ≤ 2^20 (got {} × {})",
+            opts.n_chunks, opts.n_ctx
+        )));
+    }
+    let mut ctx = Context::new(
+        model,
+        ContextParams {
+            n_ctx: opts.n_ctx as u32,
+            n_batch: opts.n_ctx as u32,
+            n_threads: opts.n_threads,
+            eval_callback: None,
+        },
+    )?;
+    let bos = model.bos();
+    let first = if bos >= 0 { bos } else { 0 };
+    let mut chunks = Vec::with_capacity(opts.n_chunks);
+    for c in 0..opts.n_chunks {
+        let mut rng = SplitMix(opts.seed.wrapping_add(c as u64));
+        let mut toks = vec![first];
+        ctx.clear_kv_cache();
+        while toks.len() < opts.n_ctx {
+            let pos = toks.len() - 1;
+            ctx.decode(&toks[pos..], pos as i32, false)?;
+            let next = sample_top_k(
+                ctx.logits(0)?,
+                opts.top_k,
+                opts.temperature,
+                rng.next_f64(),
+                |t| model.is_eog(t),
+            )
+            .ok_or_else(|| CalibrateError::Graph {
+                model: model.path().to_path_buf(),
+                reason: "no finite logit to sample from".into(),
+            })?;
+            toks.push(next);
+        }
+        if opts.progress {
+            eprintln!("generate: sequence {}/{}", c + 1, opts.n_chunks);
+        }
+        chunks.push(toks);
+    }
+    Ok(chunks)
+}
+
 /// One matmul seen by the probe decode.
 #[derive(Clone, Debug)]
 struct Seen {
@@ -605,6 +747,31 @@ pub fn calibrate_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_k_sampling_is_deterministic_and_respects_k_and_bans() {
+        let logits = [0.0f32, 5.0, 4.0, f32::NAN, 4.5, -1.0];
+        // Greedy: the largest.
+        assert_eq!(sample_top_k(&logits, 1, 1.0, 0.9, |_| false), Some(1));
+        // Banning the largest moves greedy to the next.
+        assert_eq!(sample_top_k(&logits, 1, 1.0, 0.0, |t| t == 1), Some(4));
+        // Top-2 only ever yields ids 1 or 4; u near 0 gives the first, near 1 the second.
+        for i in 0..100 {
+            let t = sample_top_k(&logits, 2, 1.0, i as f64 / 100.0, |_| false).unwrap();
+            assert!(t == 1 || t == 4, "{t}");
+        }
+        assert_eq!(sample_top_k(&logits, 2, 1.0, 0.0, |_| false), Some(1));
+        assert_eq!(sample_top_k(&logits, 2, 1.0, 0.999, |_| false), Some(4));
+        // The split follows the softmax: P(1) = 1/(1+e^-0.5) ≈ 0.622.
+        assert_eq!(sample_top_k(&logits, 2, 1.0, 0.60, |_| false), Some(1));
+        assert_eq!(sample_top_k(&logits, 2, 1.0, 0.64, |_| false), Some(4));
+        assert_eq!(sample_top_k(&[f32::NAN], 3, 1.0, 0.5, |_| false), None);
+        let mut a = SplitMix(7);
+        let mut b = SplitMix(7);
+        let xs: Vec<f64> = (0..5).map(|_| a.next_f64()).collect();
+        assert!(xs.iter().all(|&x| (0.0..1.0).contains(&x)));
+        assert_eq!(xs, (0..5).map(|_| b.next_f64()).collect::<Vec<_>>());
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {

@@ -44,9 +44,22 @@ enum Command {
 struct CalibrateArgs {
     /// Model (GGUF that llama.cpp loads).
     model: PathBuf,
-    /// Calibration text (UTF-8).
+    /// Calibration text (UTF-8). Without it the model writes its own calibration text (seeded
+    /// top-k sampling from BOS; --chunks sequences, default 8).
     #[arg(long, value_name = "FILE")]
-    text: PathBuf,
+    text: Option<PathBuf>,
+    /// Seed of the self-generated text (without --text).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Top-k of the self-generated text's sampler (1 = greedy).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Temperature of the self-generated text's sampler.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Also write the self-generated text to FILE (for inspection).
+    #[arg(long, value_name = "FILE")]
+    save_generated: Option<PathBuf>,
     /// Output Gram file.
     #[arg(short, long, value_name = "OUT.gram.gguf")]
     output: PathBuf,
@@ -446,23 +459,58 @@ fn run_calibrate(a: CalibrateArgs) -> Result<()> {
         Some(s) => parse_size(s).with_context(|| format!("--max-memory: cannot parse '{s}'"))?,
         None => default_max_memory(),
     };
-    let text = std::fs::read_to_string(&a.text)
-        .with_context(|| format!("reading text {}", a.text.display()))?;
-    let opts = CalibrateOptions {
+    let mut opts = CalibrateOptions {
         n_ctx: a.ctx,
         n_chunks: a.chunks,
         n_threads: a.threads.unwrap_or(0),
         diag_only: a.diag_only,
         max_memory,
         progress: !a.quiet,
-        dataset: a
-            .text
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        dataset: String::new(),
     };
-    let s = calibrate(&a.model, &text, &a.output, &opts)
-        .with_context(|| format!("calibrating {}", a.model.display()))?;
+    let s = match &a.text {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading text {}", path.display()))?;
+            opts.dataset = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            calibrate(&a.model, &text, &a.output, &opts)
+        }
+        None => {
+            use quantease_gguf::calibrate::{calibrate_chunks, generate_chunks, GenerateOptions};
+            use quantease_gguf::llama::Model;
+            let model = Model::load(&a.model)?;
+            let gen = GenerateOptions {
+                n_chunks: a.chunks.unwrap_or(8),
+                n_ctx: a.ctx,
+                seed: a.seed,
+                top_k: a.top_k,
+                temperature: a.temperature,
+                n_threads: opts.n_threads,
+                progress: !a.quiet,
+            };
+            let chunks = generate_chunks(&model, &gen)
+                .with_context(|| format!("generating text with {}", a.model.display()))?;
+            if let Some(out) = &a.save_generated {
+                let mut text = String::new();
+                for c in &chunks {
+                    for &t in &c[1..] {
+                        text.push_str(&model.token_to_piece(t)?);
+                    }
+                    text.push_str("\n\n");
+                }
+                std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+            }
+            opts.dataset = format!(
+                "self-generated (seed {}, top-k {}, temperature {})",
+                a.seed, a.top_k, a.temperature
+            );
+            calibrate_chunks(&model, &chunks, &a.output, &opts)
+        }
+    }
+    .with_context(|| format!("calibrating {}", a.model.display()))?;
     if !a.quiet {
         eprintln!(
             "wrote {}: {} weights, {} distinct inputs{}, {} MoE weights (diagonal only), {} chunks × {} tokens, {} pass(es), {:.1} MiB peak accumulators, {:.1} s",
