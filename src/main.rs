@@ -57,6 +57,10 @@ struct CalibrateArgs {
     /// Temperature of the self-generated text's sampler.
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
+    /// Threads for generating the self-generated text (one token per decode scales poorly with
+    /// threads on a busy machine: 8× slower with 2 than with 1 on our loaded 2-core box).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    gen_threads: usize,
     /// Also write the self-generated text to FILE (for inspection).
     #[arg(long, value_name = "FILE")]
     save_generated: Option<PathBuf>,
@@ -488,7 +492,7 @@ fn run_calibrate(a: CalibrateArgs) -> Result<()> {
                 seed: a.seed,
                 top_k: a.top_k,
                 temperature: a.temperature,
-                n_threads: opts.n_threads,
+                n_threads: a.gen_threads,
                 progress: !a.quiet,
             };
             let chunks = generate_chunks(&model, &gen)
