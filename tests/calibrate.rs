@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use common::{run, test_model};
 use faer::{Mat, Side};
-use quantease_gguf::calibrate::{calibrate, make_chunks, CalibrateOptions};
+use quantease_gguf::calibrate::{
+    calibrate, generate_chunks, make_chunks, CalibrateOptions, GenerateOptions,
+};
 use quantease_gguf::gguf::GgufFile;
 use quantease_gguf::gram::GramFile;
 use quantease_gguf::imatrix::Imatrix;
@@ -392,4 +394,45 @@ fn in_sum2_tensors_use_llama_cpp_shapes() {
         Some("imatrix")
     );
     assert!(file.tensors.iter().all(|t| t.name.len() < 64));
+}
+
+#[test]
+fn self_generated_text_is_deterministic_and_seed_dependent() {
+    let Some(path) = test_model() else { return };
+    let model = Model::load(&path).unwrap();
+    let opts = GenerateOptions {
+        n_chunks: 2,
+        n_ctx: 16,
+        seed: 5,
+        n_threads: 1,
+        ..GenerateOptions::default()
+    };
+    let a = generate_chunks(&model, &opts).unwrap();
+    let b = generate_chunks(&model, &opts).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 2);
+    for c in &a {
+        assert_eq!(c.len(), 16);
+        assert_eq!(c[0], model.bos());
+        assert!(c[1..].iter().all(|&t| !model.is_eog(t)));
+    }
+    // Each sequence has its own seed, and another base seed gives other text.
+    assert_ne!(a[0], a[1]);
+    let c = generate_chunks(
+        &model,
+        &GenerateOptions {
+            seed: 6,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    assert_ne!(a, c);
+    assert_eq!(a[1], c[0], "sequence i uses seed + i");
+    // Greedy decoding ignores the seed.
+    let greedy = GenerateOptions {
+        top_k: 1,
+        ..opts.clone()
+    };
+    let g = generate_chunks(&model, &greedy).unwrap();
+    assert_eq!(g[0], g[1]);
 }
