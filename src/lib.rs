@@ -6,7 +6,9 @@
 //! - [`plan`]: which type each tensor gets (llama-quantize's mixes, overrides, width fallbacks);
 //! - [`convert`]: rows are quantised by the block formats of [`formats`] and streamed out through
 //!   the [`gguf`] writer;
-//! - [`inspect`]: reports what a file holds.
+//! - [`inspect`]: reports what a file holds;
+//! - [`gram`]: Gram files (imatrix GGUF plus full calibration Gram matrices), written by
+//!   `calibrate` (feature `llama`), which runs llama.cpp over a text.
 //!
 //! With the `llama` feature (on by default), `llama` drives llama.cpp itself for calibration,
 //! the `llama_model_quantize` baseline and ggml's kernels, and `eval` measures perplexity and
@@ -16,10 +18,13 @@
 
 pub use quantease_formats as formats;
 
+#[cfg(feature = "llama")]
+pub mod calibrate;
 pub mod convert;
 #[cfg(feature = "llama")]
 pub mod eval;
 pub mod gguf;
+pub mod gram;
 pub mod imatrix;
 pub mod inspect;
 #[cfg(feature = "llama")]

@@ -29,6 +29,108 @@ enum Command {
     Inspect(InspectArgs),
     /// Decode every quantised tensor to a float type, giving a file any runtime loads.
     Dequantize(DequantizeArgs),
+    /// Perplexity of a model on a text, and with --base its KL divergence from a reference model
+    /// (as `llama-perplexity --kl-divergence` measures them). Needs the `llama` feature.
+    Perplexity(PerplexityArgs),
+    /// Run the model over a calibration text and write the Gram matrix of every distinct matmul
+    /// input plus llama.cpp imatrix statistics (a GGUF that also works as `--imatrix`). Needs the
+    /// `llama` feature.
+    Calibrate(CalibrateArgs),
+    /// Quantise with llama.cpp's own quantiser (llama_model_quantize, in process): the baseline.
+    /// Needs the `llama` feature.
+    LlamaQuantize(LlamaQuantizeArgs),
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// Model (GGUF that llama.cpp loads).
+    model: PathBuf,
+    /// Calibration text (UTF-8). Without it the model writes its own calibration text (seeded
+    /// top-k sampling from BOS; --chunks sequences, default 8).
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+    /// Seed of the self-generated text (without --text).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Top-k of the self-generated text's sampler (1 = greedy).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Temperature of the self-generated text's sampler.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Threads for generating the self-generated text (one token per decode scales poorly with
+    /// threads on a busy machine: 8× slower with 2 than with 1 on our loaded 2-core box).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    gen_threads: usize,
+    /// Also write the self-generated text to FILE (for inspection).
+    #[arg(long, value_name = "FILE")]
+    save_generated: Option<PathBuf>,
+    /// Output Gram file.
+    #[arg(short, long, value_name = "OUT.gram.gguf")]
+    output: PathBuf,
+    /// Chunk length in tokens.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Use at most N chunks (default: the whole text).
+    #[arg(long, value_name = "N")]
+    chunks: Option<usize>,
+    /// Threads for llama.cpp and the Gram GEMMs (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Only diagonal statistics: a plain imatrix GGUF, as llama-imatrix writes.
+    #[arg(long)]
+    diag_only: bool,
+    /// Memory budget for the Gram accumulators (e.g. 2G, 512M); when exceeded, layers are
+    /// collected in groups over several passes. Default: half of MemAvailable.
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
+    /// No progress lines or summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct LlamaQuantizeArgs {
+    /// Input GGUF.
+    input: PathBuf,
+    /// Output GGUF.
+    output: PathBuf,
+    /// llama.cpp file type (Q4_0, Q4_K_M, Q3_K_M, Q2_K, IQ4_NL, ...).
+    #[arg(long = "type", value_name = "TYPE")]
+    ty: String,
+    /// Importance matrix (imatrix GGUF, Gram file or legacy .dat).
+    #[arg(long, value_name = "FILE")]
+    imatrix: Option<PathBuf>,
+    /// Threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    /// Model to evaluate (GGUF that llama.cpp loads).
+    model: PathBuf,
+    /// Evaluation text (UTF-8), e.g. wiki.dev.raw.
+    #[arg(long, value_name = "FILE")]
+    text: PathBuf,
+    /// Reference model: also report KL divergence, PPL ratio and same-top-token rate against it.
+    #[arg(long, value_name = "REF")]
+    base: Option<PathBuf>,
+    /// Chunk length in tokens (the second half of each chunk is scored).
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Evaluate at most N chunks (default: all of the text).
+    #[arg(long, value_name = "N")]
+    chunks: Option<usize>,
+    /// llama.cpp threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print a line per chunk to stderr.
+    #[arg(long)]
+    progress: bool,
 }
 
 #[derive(Args)]
@@ -424,12 +526,172 @@ fn run_inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "llama")]
+fn run_perplexity(a: PerplexityArgs) -> Result<()> {
+    use quantease_gguf::eval::{evaluate, EvalOptions};
+    if a.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    let text = std::fs::read_to_string(&a.text)
+        .with_context(|| format!("reading text {}", a.text.display()))?;
+    let opts = EvalOptions {
+        n_ctx: a.ctx,
+        n_chunks: a.chunks,
+        n_threads: a.threads.unwrap_or(0),
+        progress: a.progress,
+    };
+    let report = evaluate(&a.model, a.base.as_deref(), &text, opts)
+        .with_context(|| format!("evaluating {}", a.model.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+#[cfg(feature = "llama")]
+fn run_calibrate(a: CalibrateArgs) -> Result<()> {
+    use quantease_gguf::calibrate::{calibrate, default_max_memory, parse_size, CalibrateOptions};
+    if a.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    let max_memory = match &a.max_memory {
+        Some(s) => parse_size(s).with_context(|| format!("--max-memory: cannot parse '{s}'"))?,
+        None => default_max_memory(),
+    };
+    let mut opts = CalibrateOptions {
+        n_ctx: a.ctx,
+        n_chunks: a.chunks,
+        n_threads: a.threads.unwrap_or(0),
+        diag_only: a.diag_only,
+        max_memory,
+        progress: !a.quiet,
+        dataset: String::new(),
+    };
+    let s = match &a.text {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading text {}", path.display()))?;
+            opts.dataset = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            calibrate(&a.model, &text, &a.output, &opts)
+        }
+        None => {
+            use quantease_gguf::calibrate::{calibrate_chunks, generate_chunks, GenerateOptions};
+            use quantease_gguf::llama::Model;
+            let model = Model::load(&a.model)?;
+            let gen = GenerateOptions {
+                n_chunks: a.chunks.unwrap_or(8),
+                n_ctx: a.ctx,
+                seed: a.seed,
+                top_k: a.top_k,
+                temperature: a.temperature,
+                n_threads: a.gen_threads,
+                progress: !a.quiet,
+            };
+            let chunks = generate_chunks(&model, &gen)
+                .with_context(|| format!("generating text with {}", a.model.display()))?;
+            if let Some(out) = &a.save_generated {
+                let mut text = String::new();
+                for c in &chunks {
+                    for &t in &c[1..] {
+                        text.push_str(&model.token_to_piece(t)?);
+                    }
+                    text.push_str("\n\n");
+                }
+                std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+            }
+            opts.dataset = format!(
+                "self-generated (seed {}, top-k {}, temperature {})",
+                a.seed, a.top_k, a.temperature
+            );
+            calibrate_chunks(&model, &chunks, &a.output, &opts)
+        }
+    }
+    .with_context(|| format!("calibrating {}", a.model.display()))?;
+    if !a.quiet {
+        eprintln!(
+            "wrote {}: {} weights, {} distinct inputs{}, {} MoE weights (diagonal only), {} chunks × {} tokens, {} pass(es), {:.1} MiB peak accumulators, {:.1} s",
+            a.output.display(),
+            s.n_weights,
+            s.n_inputs,
+            if a.diag_only { " (diagonal only)" } else { " with full Grams" },
+            s.n_expert_weights,
+            s.n_chunks,
+            s.n_ctx,
+            s.passes,
+            s.peak_accumulator_bytes as f64 / 1048576.0,
+            s.seconds
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "llama")]
+fn run_llama_quantize(a: LlamaQuantizeArgs) -> Result<()> {
+    use quantease_gguf::llama::{llama_quantize, Ftype, ImatrixData};
+    let ftype: Ftype =
+        a.ty.to_ascii_uppercase()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--type: {e}"))?;
+    let imatrix = match &a.imatrix {
+        None => None,
+        Some(p) => {
+            let im =
+                Imatrix::load(p).with_context(|| format!("reading imatrix {}", p.display()))?;
+            let mut data = ImatrixData::new();
+            for name in im.names() {
+                let values = im.importance(name).unwrap_or_default().to_vec();
+                data.insert(name, values)
+                    .with_context(|| format!("imatrix {}", p.display()))?;
+            }
+            Some(data)
+        }
+    };
+    let t0 = std::time::Instant::now();
+    llama_quantize(
+        &a.input,
+        &a.output,
+        ftype,
+        imatrix.as_ref(),
+        a.threads.unwrap_or(0),
+    )?;
+    eprintln!(
+        "wrote {} ({}) in {:.1} s",
+        a.output.display(),
+        ftype.name(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "llama"))]
+fn run_calibrate(_: CalibrateArgs) -> Result<()> {
+    bail!("calibrate needs llama.cpp: this binary was built without the `llama` cargo feature")
+}
+
+#[cfg(not(feature = "llama"))]
+fn run_llama_quantize(_: LlamaQuantizeArgs) -> Result<()> {
+    bail!("llama-quantize needs llama.cpp: this binary was built without the `llama` cargo feature")
+}
+
+#[cfg(not(feature = "llama"))]
+fn run_perplexity(_: PerplexityArgs) -> Result<()> {
+    bail!("perplexity needs llama.cpp: this binary was built without the `llama` cargo feature")
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(a) => run_convert(a),
         Command::Inspect(a) => run_inspect(a),
         Command::Dequantize(a) => run_dequantize(a),
+        Command::Perplexity(a) => run_perplexity(a),
+        Command::Calibrate(a) => run_calibrate(a),
+        Command::LlamaQuantize(a) => run_llama_quantize(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

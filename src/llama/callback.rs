@@ -47,6 +47,12 @@ pub struct MatMulInfo<'a> {
     pub weight_shape: [i64; 4],
     /// Shape of the activations, ggml order (`[n_in, n_tokens, …]`).
     pub input_shape: [i64; 4],
+    /// Name of the activations' graph node (e.g. `attn_norm-3`; may be empty).
+    pub input_name: &'a str,
+    /// Identity of the activations' graph node within the current decode: two matmuls of one
+    /// decode with the same `input_id` multiply the very same activations (q/k/v, gate/up).
+    /// Not comparable across decodes (graphs are rebuilt).
+    pub input_id: usize,
 }
 
 /// The activations entering a matrix multiplication, converted to contiguous f32 rows.
@@ -221,6 +227,8 @@ unsafe fn describe(t: &sys::ggml_tensor) -> Option<MatMulInfo<'_>> {
         weight_name: weight_name(tensor_name(src0)),
         weight_shape: src0.ne,
         input_shape: src1.ne,
+        input_name: tensor_name(src1),
+        input_id: src1 as *const sys::ggml_tensor as usize,
     })
 }
 

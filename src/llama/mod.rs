@@ -400,6 +400,15 @@ impl Model {
         unsafe { sys::llama_vocab_bos(self.vocab) }
     }
 
+    /// Whether `token` ends a generation (EOS, EOT, …); `false` for ids outside the vocabulary.
+    pub fn is_eog(&self, token: i32) -> bool {
+        if token < 0 || token as usize >= self.n_vocab() {
+            return false;
+        }
+        // SAFETY: valid vocab pointer and an in-range token id.
+        unsafe { sys::llama_vocab_is_eog(self.vocab, token) }
+    }
+
     /// Tokenise `text` exactly as llama.cpp does. `add_special` adds BOS/EOS when the model's
     /// tokenizer is configured to; special-token text is treated as plain text.
     pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<i32>> {
