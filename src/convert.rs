@@ -42,7 +42,9 @@ pub enum ConvertError {
         source: FormatError,
     },
     /// The importance matrix does not fit a tensor.
-    #[error("{path}: imatrix entry for '{tensor}' has {got} values, the tensor's rows have {expected}")]
+    #[error(
+        "{path}: imatrix entry for '{tensor}' has {got} values, the tensor's rows have {expected}"
+    )]
     ImatrixShape {
         /// Imatrix file.
         path: PathBuf,
@@ -89,8 +91,11 @@ pub fn output_metadata(
     source_path: &Path,
     imatrix: Option<&Imatrix>,
 ) -> Vec<(String, MetaValue)> {
-    let mut md: Vec<(String, MetaValue)> =
-        source.iter().filter(|(k, _)| !k.starts_with("quantease.")).cloned().collect();
+    let mut md: Vec<(String, MetaValue)> = source
+        .iter()
+        .filter(|(k, _)| !k.starts_with("quantease."))
+        .cloned()
+        .collect();
     let mut set = |key: &str, value: MetaValue| {
         if let Some(slot) = md.iter_mut().find(|(k, _)| k == key) {
             slot.1 = value;
@@ -100,13 +105,26 @@ pub fn output_metadata(
     };
     set("general.quantization_version", MetaValue::U32(2));
     set("general.file_type", MetaValue::U32(mix.file_type()));
-    set("quantease.version", MetaValue::string(env!("CARGO_PKG_VERSION")));
+    set(
+        "quantease.version",
+        MetaValue::string(env!("CARGO_PKG_VERSION")),
+    );
     set("quantease.method", MetaValue::string(method));
     set("quantease.mix", MetaValue::string(mix.name()));
-    let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    set("quantease.source", MetaValue::string(&file_name(source_path)));
+    let file_name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    set(
+        "quantease.source",
+        MetaValue::string(&file_name(source_path)),
+    );
     if let Some(im) = imatrix {
-        set("quantease.imatrix", MetaValue::string(&file_name(im.path())));
+        set(
+            "quantease.imatrix",
+            MetaValue::string(&file_name(im.path())),
+        );
     }
     md
 }
@@ -125,9 +143,21 @@ pub fn convert(
     settings: &ConvertSettings<'_>,
 ) -> Result<ConvertSummary, ConvertError> {
     let start = Instant::now();
-    let metadata = output_metadata(source.metadata(), settings.mix, "rtn", source.path(), settings.imatrix);
-    let infos: Vec<TensorPlan> =
-        plan.iter().map(|p| TensorPlan { name: p.name.clone(), dims: p.dims.clone(), ty: p.target_type }).collect();
+    let metadata = output_metadata(
+        source.metadata(),
+        settings.mix,
+        "rtn",
+        source.path(),
+        settings.imatrix,
+    );
+    let infos: Vec<TensorPlan> = plan
+        .iter()
+        .map(|p| TensorPlan {
+            name: p.name.clone(),
+            dims: p.dims.clone(),
+            ty: p.target_type,
+        })
+        .collect();
     let mut writer = GgufWriter::create(out, &metadata, &infos)?;
 
     let multi = MultiProgress::with_draw_target(if settings.quiet {
@@ -142,7 +172,10 @@ pub fn convert(
     rows_bar.set_style(bar_style());
     rows_bar.set_prefix("rows");
 
-    let mut summary = ConvertSummary { n_tensors: plan.len(), ..Default::default() };
+    let mut summary = ConvertSummary {
+        n_tensors: plan.len(),
+        ..Default::default()
+    };
     for (index, p) in plan.iter().enumerate() {
         overall.set_message(format!("{} → {}", p.name, p.target_type));
         if !p.quantize {
@@ -169,9 +202,14 @@ pub fn convert(
     Ok(summary)
 }
 
-fn lookup_importance<'a>(imatrix: Option<&'a Imatrix>, p: &PlannedTensor) -> Result<Option<&'a [f32]>, ConvertError> {
+fn lookup_importance<'a>(
+    imatrix: Option<&'a Imatrix>,
+    p: &PlannedTensor,
+) -> Result<Option<&'a [f32]>, ConvertError> {
     let Some(im) = imatrix else { return Ok(None) };
-    let Some(values) = im.importance(&p.name) else { return Ok(None) };
+    let Some(values) = im.importance(&p.name) else {
+        return Ok(None);
+    };
     let width = p.dims[0] as usize;
     if values.len() != width {
         return Err(ConvertError::ImatrixShape {
@@ -194,7 +232,10 @@ fn quantize_tensor(
 ) -> Result<(), ConvertError> {
     let width = p.dims[0] as usize;
     let n_rows: usize = p.dims.iter().skip(1).product::<u64>() as usize;
-    let row_bytes = p.target_type.row_bytes(width as u64).expect("planner checked the width") as usize;
+    let row_bytes = p
+        .target_type
+        .row_bytes(width as u64)
+        .expect("planner checked the width") as usize;
     let rows_per_chunk = (CHUNK_WEIGHTS / width.max(1)).clamp(1, n_rows.max(1));
     let mut f32_buf = vec![0f32; rows_per_chunk * width];
     let mut out_buf = vec![0u8; rows_per_chunk * row_bytes];
@@ -209,15 +250,20 @@ fn quantize_tensor(
             .enumerate()
             .try_for_each(|(i, chunk)| source.read_rows(index, first + i * 16, chunk))?;
         let dst = &mut out_buf[..n * row_bytes];
-        dst.par_chunks_mut(row_bytes).zip(src.par_chunks(width)).enumerate().try_for_each(|(i, (d, s))| {
-            quantease_formats::quantize_row(p.target_type, s, importance, d).map_err(|e| ConvertError::Quantize {
-                path: source.path().to_path_buf(),
-                tensor: p.name.clone(),
-                row: first + i,
-                ty: p.target_type,
-                source: e,
-            })
-        })?;
+        dst.par_chunks_mut(row_bytes)
+            .zip(src.par_chunks(width))
+            .enumerate()
+            .try_for_each(|(i, (d, s))| {
+                quantease_formats::quantize_row(p.target_type, s, importance, d).map_err(|e| {
+                    ConvertError::Quantize {
+                        path: source.path().to_path_buf(),
+                        tensor: p.name.clone(),
+                        row: first + i,
+                        ty: p.target_type,
+                        source: e,
+                    }
+                })
+            })?;
         writer.write_data(dst)?;
         first += n;
         bar.set_position(first as u64);

@@ -41,7 +41,10 @@ fn bpw(bytes: u64, n: u64) -> f64 {
 }
 
 fn shape(dims: &[u64]) -> String {
-    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
+    dims.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
 }
 
 /// Human-readable report.
@@ -49,13 +52,31 @@ pub fn render_text(file: &GgufFile) -> String {
     let h = file.header();
     let mut s = String::new();
     let file_len = file.bytes().len();
-    let _ = writeln!(s, "{}: GGUF v{}, {} bytes, alignment {}, data at {}", file.path().display(), h.version, file_len, h.alignment, h.data_offset);
+    let _ = writeln!(
+        s,
+        "{}: GGUF v{}, {} bytes, alignment {}, data at {}",
+        file.path().display(),
+        h.version,
+        file_len,
+        h.alignment,
+        h.data_offset
+    );
     let _ = writeln!(s, "\nmetadata ({} keys):", h.metadata.len());
     for (k, v) in &h.metadata {
-        let _ = writeln!(s, "  {:<44} {:<7} {}", k, format!("{:?}", v.value_type()), v);
+        let _ = writeln!(
+            s,
+            "  {:<44} {:<7} {}",
+            k,
+            format!("{:?}", v.value_type()),
+            v
+        );
     }
     let _ = writeln!(s, "\ntensors ({}):", h.tensors.len());
-    let _ = writeln!(s, "  {:<40} {:<8} {:>18} {:>12} {:>7}", "name", "type", "shape", "bytes", "bpw");
+    let _ = writeln!(
+        s,
+        "  {:<40} {:<8} {:>18} {:>12} {:>7}",
+        "name", "type", "shape", "bytes", "bpw"
+    );
     for t in &h.tensors {
         let _ = writeln!(
             s,
@@ -114,7 +135,10 @@ pub fn render_json(file: &GgufFile) -> serde_json::Value {
     let by_type: serde_json::Map<String, serde_json::Value> = by_type
         .iter()
         .map(|(ty, x)| {
-            (ty.name().to_string(), json!({"tensors": x.n_tensors, "n_elements": x.n_elements, "bytes": x.bytes}))
+            (
+                ty.name().to_string(),
+                json!({"tensors": x.n_tensors, "n_elements": x.n_elements, "bytes": x.bytes}),
+            )
         })
         .collect();
     json!({

@@ -6,10 +6,10 @@ use quantease_gguf::convert::{convert, ConvertSettings};
 use quantease_gguf::formats::GgmlType;
 use quantease_gguf::gguf::GgufFile;
 use quantease_gguf::imatrix::Imatrix;
+use quantease_gguf::inspect;
 use quantease_gguf::plan::{self, Mix, ModelFacts, PlanOptions, PlannedTensor, TensorShape};
 use quantease_gguf::source::hf::is_hf_input;
 use quantease_gguf::source::{GgufSource, HfSource, TensorSource};
-use quantease_gguf::inspect;
 use regex::Regex;
 use std::path::PathBuf;
 
@@ -27,6 +27,25 @@ enum Command {
     Convert(ConvertArgs),
     /// Show a GGUF file's metadata, tensor table and totals.
     Inspect(InspectArgs),
+    /// Decode every quantised tensor to a float type, giving a file any runtime loads.
+    Dequantize(DequantizeArgs),
+}
+
+#[derive(Args)]
+struct DequantizeArgs {
+    /// Input GGUF file.
+    input: PathBuf,
+    /// Output GGUF file (written to a temporary file and renamed when complete).
+    output: PathBuf,
+    /// Float type of the output: F32, F16 or BF16.
+    #[arg(long = "type", value_name = "TYPE", default_value = "F16")]
+    ty: String,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// No progress bars or summary.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -101,7 +120,10 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
         if n == 0 {
             bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("setting up the thread pool")?;
     }
     Ok(())
 }
@@ -110,39 +132,70 @@ fn plan_options(a: &ConvertArgs, has_imatrix: bool) -> Result<PlanOptions> {
     let mix = match (&a.ty, a.bits) {
         (Some(t), None) => Mix::from_name(t).with_context(|| {
             let names: Vec<_> = Mix::ALL.iter().map(|m| m.name()).collect();
-            format!("--type: unknown type or mix '{t}' (known: {})", names.join(", "))
+            format!(
+                "--type: unknown type or mix '{t}' (known: {})",
+                names.join(", ")
+            )
         })?,
-        (None, Some(b)) => Mix::from_bits(b).with_context(|| format!("--bits: no mix for {b} bits (use 2, 3, 4, 5, 6, 8 or 16)"))?,
+        (None, Some(b)) => Mix::from_bits(b)
+            .with_context(|| format!("--bits: no mix for {b} bits (use 2, 3, 4, 5, 6, 8 or 16)"))?,
         (None, None) => bail!("give --type TYPE or --bits N"),
         (Some(_), Some(_)) => unreachable!("clap rejects --type with --bits"),
     };
     let mut tensor_types = Vec::new();
     for spec in &a.tensor_type {
-        let (re, ty) = spec.rsplit_once('=').with_context(|| format!("--tensor-type '{spec}': expected REGEX=TYPE"))?;
-        let re = Regex::new(re).with_context(|| format!("--tensor-type '{spec}': bad regular expression"))?;
+        let (re, ty) = spec
+            .rsplit_once('=')
+            .with_context(|| format!("--tensor-type '{spec}': expected REGEX=TYPE"))?;
+        let re = Regex::new(re)
+            .with_context(|| format!("--tensor-type '{spec}': bad regular expression"))?;
         tensor_types.push((re, parse_type(ty, "--tensor-type")?));
     }
     Ok(PlanOptions {
         mix,
         tensor_types,
-        output_tensor_type: a.output_tensor_type.as_deref().map(|t| parse_type(t, "--output-tensor-type")).transpose()?,
-        token_embedding_type: a.token_embedding_type.as_deref().map(|t| parse_type(t, "--token-embedding-type")).transpose()?,
+        output_tensor_type: a
+            .output_tensor_type
+            .as_deref()
+            .map(|t| parse_type(t, "--output-tensor-type"))
+            .transpose()?,
+        token_embedding_type: a
+            .token_embedding_type
+            .as_deref()
+            .map(|t| parse_type(t, "--token-embedding-type"))
+            .transpose()?,
         pure: a.pure,
         has_imatrix,
     })
 }
 
 fn print_plan(plan: &[PlannedTensor]) {
-    println!("{:<40} {:>18} {:>8} → {:<8} {:>12}  note", "tensor", "shape", "source", "target", "bytes");
+    println!(
+        "{:<40} {:>18} {:>8} → {:<8} {:>12}  note",
+        "tensor", "shape", "source", "target", "bytes"
+    );
     for p in plan {
-        let shape = p.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
+        let shape = p
+            .dims
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("×");
         let note = match (p.fallback_from, p.manual, p.quantize) {
             (Some(f), _, _) => format!("fallback from {f} (width {})", p.dims[0]),
             (None, true, _) => "manual override".to_string(),
             (None, false, false) => "copied".to_string(),
             _ => String::new(),
         };
-        println!("{:<40} {:>18} {:>8} → {:<8} {:>12}  {}", p.name, shape, p.source_type.name(), p.target_type.name(), p.target_bytes(), note);
+        println!(
+            "{:<40} {:>18} {:>8} → {:<8} {:>12}  {}",
+            p.name,
+            shape,
+            p.source_type.name(),
+            p.target_type.name(),
+            p.target_bytes(),
+            note
+        );
     }
 }
 
@@ -154,7 +207,10 @@ fn print_totals(plan: &[PlannedTensor], mix: Mix) {
         e.0 += 1;
         e.1 += p.target_bytes();
     }
-    let types: Vec<String> = by_type.iter().map(|(ty, (n, _))| format!("{ty}: {n}")).collect();
+    let types: Vec<String> = by_type
+        .iter()
+        .map(|(ty, (n, _))| format!("{ty}: {n}"))
+        .collect();
     eprintln!(
         "plan {mix}: {} tensors ({}), {} quantised, {:.2} MiB of tensors ({:.2} MiB in the source), {:.3} bits per weight",
         plan.len(),
@@ -174,7 +230,11 @@ fn print_totals(plan: &[PlannedTensor], mix: Mix) {
 
 fn run_convert(a: ConvertArgs) -> Result<()> {
     set_threads(a.threads)?;
-    if a.input.canonicalize().ok().is_some_and(|p| Some(p) == a.output.canonicalize().ok()) {
+    if a.input
+        .canonicalize()
+        .ok()
+        .is_some_and(|p| Some(p) == a.output.canonicalize().ok())
+    {
         bail!("{}: output would overwrite the input", a.output.display());
     }
     let imatrix = a
@@ -184,17 +244,27 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
         .transpose()?;
     let opts = plan_options(&a, imatrix.is_some())?;
     let source: Box<dyn TensorSource> = if a.config.is_some() || is_hf_input(&a.input) {
-        Box::new(HfSource::open(&a.input, a.config.as_deref()).with_context(|| format!("reading {}", a.input.display()))?)
+        Box::new(
+            HfSource::open(&a.input, a.config.as_deref())
+                .with_context(|| format!("reading {}", a.input.display()))?,
+        )
     } else {
-        Box::new(GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?)
+        Box::new(
+            GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?,
+        )
     };
     let facts = ModelFacts::from_metadata(source.metadata());
     let shapes: Vec<TensorShape> = source
         .tensors()
         .iter()
-        .map(|t| TensorShape { name: t.name.clone(), dims: t.dims.clone(), source_type: t.ty })
+        .map(|t| TensorShape {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            source_type: t.ty,
+        })
         .collect();
-    let planned = plan::plan(&shapes, &facts, &opts).with_context(|| format!("planning {}", a.input.display()))?;
+    let planned = plan::plan(&shapes, &facts, &opts)
+        .with_context(|| format!("planning {}", a.input.display()))?;
     if a.dry_run {
         print_plan(&planned);
         print_totals(&planned, opts.mix);
@@ -203,7 +273,11 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     if !a.quiet {
         print_totals(&planned, opts.mix);
     }
-    let settings = ConvertSettings { mix: opts.mix, imatrix: imatrix.as_ref(), quiet: a.quiet };
+    let settings = ConvertSettings {
+        mix: opts.mix,
+        imatrix: imatrix.as_ref(),
+        quiet: a.quiet,
+    };
     let summary = convert(source.as_ref(), &a.output, &planned, &settings)?;
     if !a.quiet {
         eprintln!(
@@ -219,10 +293,50 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_dequantize(a: DequantizeArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let (float, mix) = match a.ty.to_ascii_uppercase().as_str() {
+        "F32" => (GgmlType::F32, Mix::F32),
+        "F16" => (GgmlType::F16, Mix::F16),
+        "BF16" => (GgmlType::BF16, Mix::BF16),
+        other => bail!("--type: dequantize writes F32, F16 or BF16, not '{other}'"),
+    };
+    let source =
+        GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let shapes: Vec<TensorShape> = source
+        .tensors()
+        .iter()
+        .map(|t| TensorShape {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            source_type: t.ty,
+        })
+        .collect();
+    let planned = plan::dequantize_plan(&shapes, float);
+    let settings = ConvertSettings {
+        mix,
+        imatrix: None,
+        quiet: a.quiet,
+    };
+    let summary = convert(source.as_ref(), &a.output, &planned, &settings)?;
+    if !a.quiet {
+        eprintln!(
+            "wrote {}: {:.2} MiB in {:.1} s",
+            a.output.display(),
+            summary.file_bytes as f64 / 1048576.0,
+            summary.seconds
+        );
+    }
+    Ok(())
+}
+
 fn run_inspect(a: InspectArgs) -> Result<()> {
     let file = GgufFile::open(&a.file)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&inspect::render_json(&file))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&inspect::render_json(&file))?
+        );
     } else {
         print!("{}", inspect::render_text(&file));
     }
@@ -234,6 +348,7 @@ fn main() {
     let result = match cli.command {
         Command::Convert(a) => run_convert(a),
         Command::Inspect(a) => run_inspect(a),
+        Command::Dequantize(a) => run_dequantize(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -431,14 +431,25 @@ pub fn width_fallback(name: &str, width: u64, ty: GgmlType) -> Result<GgmlType, 
         return Ok(ty);
     }
     let fallback = match ty {
-        T::IQ1_S | T::IQ1_M | T::IQ2_XXS | T::IQ2_XS | T::IQ2_S | T::IQ3_XXS | T::IQ3_S | T::IQ4_XS => T::IQ4_NL,
+        T::IQ1_S
+        | T::IQ1_M
+        | T::IQ2_XXS
+        | T::IQ2_XS
+        | T::IQ2_S
+        | T::IQ3_XXS
+        | T::IQ3_S
+        | T::IQ4_XS => T::IQ4_NL,
         T::Q2_0 | T::Q2_K | T::Q3_K | T::TQ1_0 | T::TQ2_0 => T::Q4_0,
         T::Q4_K => T::Q5_0,
         T::Q5_K => T::Q5_1,
         T::Q6_K => T::Q8_0,
         other if other.block_size() <= 32 => other,
         other => {
-            return Err(PlanError::NoFallback { tensor: name.to_string(), width, ty: other });
+            return Err(PlanError::NoFallback {
+                tensor: name.to_string(),
+                width,
+                ty: other,
+            });
         }
     };
     if width % fallback.block_size() as u64 == 0 {
@@ -478,7 +489,14 @@ fn layer_of(counter: u32, facts: &ModelFacts, name: &str) -> u32 {
 }
 
 /// llama-quantize's per-tensor rules (`llama_tensor_get_type_impl`) for the mixes this tool makes.
-fn mix_rule(c: &mut Counters, facts: &ModelFacts, opts: &PlanOptions, name: &str, width: u64, cat: Category) -> GgmlType {
+fn mix_rule(
+    c: &mut Counters,
+    facts: &ModelFacts,
+    opts: &PlanOptions,
+    name: &str,
+    width: u64,
+    cat: Category,
+) -> GgmlType {
     use GgmlType as T;
     use Mix as M;
     let mix = opts.mix;
@@ -505,10 +523,18 @@ fn mix_rule(c: &mut Counters, facts: &ModelFacts, opts: &PlanOptions, name: &str
         match mix {
             M::Q2_K => t = if gqa4 { T::Q4_K } else { T::Q3_K },
             M::Q2_K_S if gqa4 => t = T::Q4_K,
-            M::Q3_K_M => t = if c.i_attention_wv < 2 { T::Q5_K } else { T::Q4_K },
+            M::Q3_K_M => {
+                t = if c.i_attention_wv < 2 {
+                    T::Q5_K
+                } else {
+                    T::Q4_K
+                }
+            }
             M::Q3_K_L => t = T::Q5_K,
             M::IQ4_NL | M::IQ4_XS if gqa4 => t = T::Q5_K,
-            M::Q4_K_M | M::Q5_K_M if use_more_bits(c.i_attention_wv, c.n_attention_wv) => t = T::Q6_K,
+            M::Q4_K_M | M::Q5_K_M if use_more_bits(c.i_attention_wv, c.n_attention_wv) => {
+                t = T::Q6_K
+            }
             M::Q4_K_S if c.i_attention_wv < 4 => t = T::Q5_K,
             _ => {}
         }
@@ -564,7 +590,10 @@ fn mix_rule(c: &mut Counters, facts: &ModelFacts, opts: &PlanOptions, name: &str
     } else if cat == Category::AttnOutput {
         if !falcon {
             if facts.n_expert == 8 {
-                if matches!(mix, M::Q2_K | M::Q3_K_S | M::Q3_K_M | M::IQ4_NL | M::Q4_K_S | M::Q4_K_M | M::IQ4_XS) {
+                if matches!(
+                    mix,
+                    M::Q2_K | M::Q3_K_S | M::Q3_K_M | M::IQ4_NL | M::Q4_K_S | M::Q4_K_M | M::IQ4_XS
+                ) {
                     t = T::Q5_K;
                 }
             } else {
@@ -594,9 +623,16 @@ fn mix_rule(c: &mut Counters, facts: &ModelFacts, opts: &PlanOptions, name: &str
 }
 
 /// Plan the output type of every tensor. The result is in the same order as `tensors`.
-pub fn plan(tensors: &[TensorShape], facts: &ModelFacts, opts: &PlanOptions) -> Result<Vec<PlannedTensor>, PlanError> {
+pub fn plan(
+    tensors: &[TensorShape],
+    facts: &ModelFacts,
+    opts: &PlanOptions,
+) -> Result<Vec<PlannedTensor>, PlanError> {
     let mut counters = Counters {
-        n_attention_wv: tensors.iter().filter(|t| is_attn_v_like(category(&t.name))).count() as u32,
+        n_attention_wv: tensors
+            .iter()
+            .filter(|t| is_attn_v_like(category(&t.name)))
+            .count() as u32,
         i_attention_wv: 0,
         n_ffn: facts.n_layer,
         i_ffn_down: 0,
@@ -634,7 +670,10 @@ pub fn plan(tensors: &[TensorShape], facts: &ModelFacts, opts: &PlanOptions) -> 
             why = "--output-tensor-type".to_string();
             ty
         } else if default_type.is_quantized() {
-            let manual = opts.tensor_types.iter().find(|(re, _)| re.is_match(&t.name));
+            let manual = opts
+                .tensor_types
+                .iter()
+                .find(|(re, _)| re.is_match(&t.name));
             let mut ty = if let Some((re, ty)) = manual {
                 planned.manual = true;
                 why = format!("--tensor-type {}", re.as_str());
@@ -657,19 +696,58 @@ pub fn plan(tensors: &[TensorShape], facts: &ModelFacts, opts: &PlanOptions) -> 
             default_type
         };
         if !quantease_formats::can_quantize(chosen) {
-            return Err(PlanError::UnsupportedTarget { tensor: t.name.clone(), ty: chosen, why });
+            return Err(PlanError::UnsupportedTarget {
+                tensor: t.name.clone(),
+                ty: chosen,
+                why,
+            });
         }
         if width % chosen.block_size() as u64 != 0 {
-            return Err(PlanError::NoFallback { tensor: t.name.clone(), width, ty: chosen });
+            return Err(PlanError::NoFallback {
+                tensor: t.name.clone(),
+                width,
+                ty: chosen,
+            });
         }
         if chosen != t.source_type && !quantease_formats::can_dequantize(t.source_type) {
-            return Err(PlanError::UnsupportedSource { tensor: t.name.clone(), ty: t.source_type });
+            return Err(PlanError::UnsupportedSource {
+                tensor: t.name.clone(),
+                ty: t.source_type,
+            });
         }
         planned.target_type = chosen;
         planned.quantize = chosen != t.source_type;
         out[idx] = Some(planned);
     }
-    Ok(out.into_iter().map(|p| p.expect("every tensor planned")).collect())
+    Ok(out
+        .into_iter()
+        .map(|p| p.expect("every tensor planned"))
+        .collect())
+}
+
+/// The plan of `dequantize`: every tensor stored in a quantised type becomes `float`
+/// (F32, F16 or BF16); float tensors of another float type are converted too, so the file holds
+/// one float type throughout; 1-D tensors stay F32 as llama.cpp expects.
+pub fn dequantize_plan(tensors: &[TensorShape], float: GgmlType) -> Vec<PlannedTensor> {
+    tensors
+        .iter()
+        .map(|t| {
+            let target = if t.dims.len() < 2 && t.source_type == GgmlType::F32 {
+                GgmlType::F32
+            } else {
+                float
+            };
+            PlannedTensor {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                source_type: t.source_type,
+                target_type: target,
+                quantize: target != t.source_type,
+                fallback_from: None,
+                manual: false,
+            }
+        })
+        .collect()
 }
 
 /// Totals of a plan.
@@ -716,7 +794,11 @@ mod tests {
     use super::*;
 
     fn smol_like(n_layer: u32, width: u64) -> (Vec<TensorShape>, ModelFacts) {
-        let mut ts = vec![TensorShape { name: "token_embd.weight".into(), dims: vec![width, 1000], source_type: GgmlType::F32 }];
+        let mut ts = vec![TensorShape {
+            name: "token_embd.weight".into(),
+            dims: vec![width, 1000],
+            source_type: GgmlType::F32,
+        }];
         for l in 0..n_layer {
             for (n, d) in [
                 ("attn_norm.weight", vec![width]),
@@ -728,15 +810,32 @@ mod tests {
                 ("ffn_up.weight", vec![width, 4 * width]),
                 ("ffn_down.weight", vec![4 * width, width]),
             ] {
-                ts.push(TensorShape { name: format!("blk.{l}.{n}"), dims: d, source_type: GgmlType::F32 });
+                ts.push(TensorShape {
+                    name: format!("blk.{l}.{n}"),
+                    dims: d,
+                    source_type: GgmlType::F32,
+                });
             }
         }
-        let facts = ModelFacts { arch: "llama".into(), n_layer, n_head: 9, n_head_kv: 3, n_expert: 0 };
+        let facts = ModelFacts {
+            arch: "llama".into(),
+            n_layer,
+            n_head: 9,
+            n_head_kv: 3,
+            n_expert: 0,
+        };
         (ts, facts)
     }
 
     fn opts(mix: Mix) -> PlanOptions {
-        PlanOptions { mix, tensor_types: vec![], output_tensor_type: None, token_embedding_type: None, pure: false, has_imatrix: false }
+        PlanOptions {
+            mix,
+            tensor_types: vec![],
+            output_tensor_type: None,
+            token_embedding_type: None,
+            pure: false,
+            has_imatrix: false,
+        }
     }
 
     #[test]
@@ -805,7 +904,10 @@ impl ModelFacts {
     /// `{arch}.attention.head_count[_kv]`, `{arch}.expert_count`). Missing keys read as 0.
     pub fn from_metadata(md: &[(String, crate::gguf::MetaValue)]) -> ModelFacts {
         let get = |k: &str| md.iter().find(|(key, _)| key == k).map(|(_, v)| v);
-        let arch = get("general.architecture").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let arch = get("general.architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
         let num = |suffix: &str| {
             get(&format!("{arch}.{suffix}"))
                 .and_then(|v| v.as_u64().or_else(|| v.as_array().and_then(first_u64)))
@@ -816,7 +918,13 @@ impl ModelFacts {
             0 => n_head,
             n => n,
         };
-        ModelFacts { n_layer: num("block_count"), n_head, n_head_kv, n_expert: num("expert_count"), arch }
+        ModelFacts {
+            n_layer: num("block_count"),
+            n_head,
+            n_head_kv,
+            n_expert: num("expert_count"),
+            arch,
+        }
     }
 }
 

@@ -16,9 +16,18 @@ fn convert_tiny_model_to_every_type_and_read_back() {
     let input = dir.path().join("tiny.gguf");
     tiny_model(&input, false);
     let src = GgufSource::open(&input).unwrap();
-    for ty in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "F16", "BF16"] {
+    for ty in [
+        "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "F16", "BF16",
+    ] {
         let out = dir.path().join(format!("tiny-{ty}.gguf"));
-        let o = run(&["convert", input.to_str().unwrap(), out.to_str().unwrap(), "--type", ty, "--quiet"]);
+        let o = run(&[
+            "convert",
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--type",
+            ty,
+            "--quiet",
+        ]);
         assert!(o.status.success(), "{ty}: {}", stderr(&o));
         let q = GgufSource::open(&out).unwrap();
         // Every tensor decodes and stays close to the source.
@@ -28,14 +37,32 @@ fn convert_tiny_model_to_every_type_and_read_back() {
             let mut b = vec![0f32; n];
             src.read_rows(i, 0, &mut a).unwrap();
             q.read_rows(i, 0, &mut b).unwrap();
-            let err: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>() / n as f32;
+            let err: f32 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f32>()
+                / n as f32;
             let pow: f32 = a.iter().map(|x| x * x).sum::<f32>() / n as f32;
-            assert!(err <= 0.02 * pow, "{ty} {}: relative error {}", t.name, err / pow);
+            assert!(
+                err <= 0.02 * pow,
+                "{ty} {}: relative error {}",
+                t.name,
+                err / pow
+            );
         }
         let f = GgufFile::open(&out).unwrap();
-        assert_eq!(f.get("general.quantization_version").and_then(|v| v.as_u64()), Some(2));
+        assert_eq!(
+            f.get("general.quantization_version")
+                .and_then(|v| v.as_u64()),
+            Some(2)
+        );
         assert!(f.get("quantease.version").is_some());
-        assert_eq!(f.tensor("blk.0.attn_norm.weight").unwrap().ty.name(), "F32", "norms are copied");
+        assert_eq!(
+            f.tensor("blk.0.attn_norm.weight").unwrap().ty.name(),
+            "F32",
+            "norms are copied"
+        );
     }
 }
 
@@ -45,7 +72,14 @@ fn dry_run_prints_plan_and_totals_and_writes_nothing() {
     let input = dir.path().join("tiny.gguf");
     tiny_model(&input, false);
     let out = dir.path().join("never.gguf");
-    let o = run(&["convert", input.to_str().unwrap(), out.to_str().unwrap(), "--type", "Q4_K_M", "--dry-run"]);
+    let o = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "Q4_K_M",
+        "--dry-run",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("blk.0.attn_q.weight"));
@@ -61,14 +95,36 @@ fn nan_weight_is_an_error_naming_file_and_tensor_and_no_output_is_left() {
     let input = dir.path().join("poisoned.gguf");
     tiny_model(&input, true);
     let out = dir.path().join("out.gguf");
-    let o = run(&["convert", input.to_str().unwrap(), out.to_str().unwrap(), "--type", "Q8_0", "--quiet"]);
+    let o = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "Q8_0",
+        "--quiet",
+    ]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("poisoned.gguf") && e.contains("blk.1.ffn_down.weight") && e.contains("not finite"), "{e}");
+    assert!(
+        e.contains("poisoned.gguf")
+            && e.contains("blk.1.ffn_down.weight")
+            && e.contains("not finite"),
+        "{e}"
+    );
     assert!(!e.contains("panicked"), "{e}");
-    assert!(!out.exists(), "a failed conversion must not leave an output file");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).collect();
-    assert_eq!(leftovers.len(), 1, "temporary files left behind: {leftovers:?}");
+    assert!(
+        !out.exists(),
+        "a failed conversion must not leave an output file"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "temporary files left behind: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -79,7 +135,11 @@ fn inspect_text_and_json() {
     let o = run(&["inspect", input.to_str().unwrap()]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("general.architecture") && text.contains("blk.1.ffn_down.weight") && text.contains("bits per weight"));
+    assert!(
+        text.contains("general.architecture")
+            && text.contains("blk.1.ffn_down.weight")
+            && text.contains("bits per weight")
+    );
     let o = run(&["inspect", "--json", input.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["tensors"].as_array().unwrap().len(), 20);
@@ -94,10 +154,22 @@ fn output_is_identical_with_one_and_two_threads() {
         let a = dir.path().join(format!("t1-{ty}.gguf"));
         let b = dir.path().join(format!("t2-{ty}.gguf"));
         for (out, threads) in [(&a, "1"), (&b, "2")] {
-            let o = run(&["convert", model.to_str().unwrap(), out.to_str().unwrap(), "--type", ty, "--threads", threads, "--quiet"]);
+            let o = run(&[
+                "convert",
+                model.to_str().unwrap(),
+                out.to_str().unwrap(),
+                "--type",
+                ty,
+                "--threads",
+                threads,
+                "--quiet",
+            ]);
             assert!(o.status.success(), "{}", stderr(&o));
         }
-        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "{ty}: bytes differ between 1 and 2 threads");
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{ty}: bytes differ between 1 and 2 threads"
+        );
     }
 }
 
@@ -106,7 +178,14 @@ fn smollm2_plans_like_llama_quantize() {
     let Some(model) = test_model() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.gguf");
-    let o = run(&["convert", model.to_str().unwrap(), out.to_str().unwrap(), "--type", "Q2_K", "--dry-run"]);
+    let o = run(&[
+        "convert",
+        model.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "Q2_K",
+        "--dry-run",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     // Width 576 cannot hold Q2_K/Q3_K blocks: llama.cpp falls back to Q4_0 and says so.

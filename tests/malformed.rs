@@ -24,8 +24,13 @@ impl Raw {
             version: 3,
             n_tensors_claim: None,
             key_len_claim: None,
-            tensors: vec![("a.weight".into(), vec![32, 2], 0, 0), ("b.weight".into(), vec![32, 2], 0, 256)],
-            data: (0..128u32).flat_map(|i| (i as f32 * 0.01).to_le_bytes()).collect(),
+            tensors: vec![
+                ("a.weight".into(), vec![32, 2], 0, 0),
+                ("b.weight".into(), vec![32, 2], 0, 256),
+            ],
+            data: (0..128u32)
+                .flat_map(|i| (i as f32 * 0.01).to_le_bytes())
+                .collect(),
         }
     }
 
@@ -33,7 +38,12 @@ impl Raw {
         let mut b = Vec::new();
         b.extend_from_slice(&self.magic);
         b.extend_from_slice(&self.version.to_le_bytes());
-        b.extend_from_slice(&self.n_tensors_claim.unwrap_or(self.tensors.len() as u64).to_le_bytes());
+        b.extend_from_slice(
+            &self
+                .n_tensors_claim
+                .unwrap_or(self.tensors.len() as u64)
+                .to_le_bytes(),
+        );
         b.extend_from_slice(&1u64.to_le_bytes()); // one key
         let key = b"general.architecture";
         b.extend_from_slice(&self.key_len_claim.unwrap_or(key.len() as u64).to_le_bytes());
@@ -65,14 +75,31 @@ fn check_rejected(dir: &Path, name: &str, bytes: &[u8], expect_words: &[&str]) {
     let out = dir.join(format!("{name}.out.gguf"));
     for args in [
         vec!["inspect", path.to_str().unwrap()],
-        vec!["convert", path.to_str().unwrap(), out.to_str().unwrap(), "--type", "Q8_0", "--quiet"],
+        vec![
+            "convert",
+            path.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--type",
+            "Q8_0",
+            "--quiet",
+        ],
     ] {
         let o = run(&args);
         let e = String::from_utf8_lossy(&o.stderr).to_lowercase();
-        assert!(!o.status.success(), "{name}: {:?} accepted a malformed file", args[0]);
+        assert!(
+            !o.status.success(),
+            "{name}: {:?} accepted a malformed file",
+            args[0]
+        );
         assert!(!e.contains("panicked"), "{name}: panic: {e}");
-        assert!(e.contains(&format!("{name}.gguf")), "{name}: message does not name the file: {e}");
-        assert!(expect_words.iter().any(|w| e.contains(w)), "{name}: message names none of {expect_words:?}: {e}");
+        assert!(
+            e.contains(&format!("{name}.gguf")),
+            "{name}: message does not name the file: {e}"
+        );
+        assert!(
+            expect_words.iter().any(|w| e.contains(w)),
+            "{name}: message names none of {expect_words:?}: {e}"
+        );
         assert!(!out.exists());
     }
 }
@@ -90,8 +117,18 @@ fn the_valid_base_file_is_accepted() {
 fn truncated_file() {
     let dir = tempfile::tempdir().unwrap();
     let full = Raw::valid().bytes();
-    check_rejected(dir.path(), "truncated", &full[..full.len() - 100], &["truncated", "outside", "beyond", "past", "end"]);
-    check_rejected(dir.path(), "truncated_header", &full[..30], &["truncated", "end"]);
+    check_rejected(
+        dir.path(),
+        "truncated",
+        &full[..full.len() - 100],
+        &["truncated", "outside", "beyond", "past", "end"],
+    );
+    check_rejected(
+        dir.path(),
+        "truncated_header",
+        &full[..30],
+        &["truncated", "end"],
+    );
 }
 
 #[test]
@@ -107,7 +144,12 @@ fn tensor_count_larger_than_the_file_can_hold() {
     let dir = tempfile::tempdir().unwrap();
     let mut r = Raw::valid();
     r.n_tensors_claim = Some(1 << 40);
-    check_rejected(dir.path(), "count", &r.bytes(), &["tensor count", "tensor_count", "n_tensors", "tensors"]);
+    check_rejected(
+        dir.path(),
+        "count",
+        &r.bytes(),
+        &["tensor count", "tensor_count", "n_tensors", "tensors"],
+    );
 }
 
 #[test]
@@ -139,7 +181,12 @@ fn string_length_overflow() {
     let dir = tempfile::tempdir().unwrap();
     let mut r = Raw::valid();
     r.key_len_claim = Some(u64::MAX - 3);
-    check_rejected(dir.path(), "strlen", &r.bytes(), &["length", "string", "key"]);
+    check_rejected(
+        dir.path(),
+        "strlen",
+        &r.bytes(),
+        &["length", "string", "key"],
+    );
 }
 
 #[test]

@@ -17,15 +17,17 @@
 //! Weighted squared error of the decoded values (f16 `d`, integer sub-scales), with `w` =
 //! importance, or `w = 1` without one. (ggml without an imatrix weights by `x²`, with one by
 //! `importance·sqrt(σ² + x²)`; we optimise the stated objective directly.)
-//! - IQ4_NL: the exact scale sweep of [`search::grid_scale_candidates`] on the table for both signs
-//!   of `d`, plus ggml's starting scale `max/127`, each with its f16 neighbours.
-//! - IQ4_XS: per sub-block the best continuous scales from the same sweep; then super-scales `d`
-//!   from `max_scale/−32` and `max_scale/31` stretched by 0–7 %, each rounded to f16; for every `d`,
-//!   each sub-block independently takes the best 6-bit scale among `round(s/d) ± 1` for its
-//!   candidate scales `s` (exact decoded error); finally the best `d`'s f16 neighbours are tried.
+//! - IQ4_NL: [`search::search_grid_scale`] on [`Iq4Grid`]: least-squares fits of RTN codes along
+//!   an inverse-scale ladder around both ends of the table (both signs of `d`), ggml's starting
+//!   scale `max/127`, f16 neighbours and least-squares refits.
+//! - IQ4_XS: per sub-block the best two least-squares scales from the same ladder; then
+//!   super-scales `d` from `max_scale/−32` and `max_scale/31` stretched by 0–7 %, each rounded to
+//!   f16; for every `d`, each sub-block independently takes the best 6-bit scale among
+//!   `round(s/d) ± 1` for its candidate scales `s` (estimated decoded error); finally the best
+//!   `d`'s f16 neighbours are tried. Codes are then chosen exactly for the stored scales.
 
 use crate::float::f16_to_f32;
-use crate::search::{self, best_f16_scale, fill_weights, grid_scale_candidates, scaled_grid_error};
+use crate::search::{self, fill_weights, CodeGrid};
 use crate::types::{GgmlType, QK_K};
 
 /// The IQ4_NL / IQ4_XS code book (`kvalues_iq4nl` in ggml).
@@ -39,13 +41,12 @@ pub const QK4_NL: usize = 32;
 /// Sub-blocks per IQ4_XS super-block.
 const XS_SUBBLOCKS: usize = QK_K / QK4_NL;
 
-const SWEEP_TOP_NL: usize = 4;
-const SWEEP_TOP_XS: usize = 2;
+/// Least-squares fits kept from the IQ4_NL ladder.
+const SEARCH_KEEP_NL: usize = 2;
+/// f16 steps tried either side of the best IQ4_XS super-scale.
 const F16_RADIUS: u16 = 2;
-
-fn kgrid() -> [f32; 16] {
-    KVALUES_IQ4NL.map(|v| v as f32)
-}
+/// Stretches of the IQ4_XS super-scale candidates `max_scale/−32`, `max_scale/31`.
+const XS_STRETCHES: [f32; 4] = [1.0, 1.02, 1.04, 1.07];
 
 /// IQ4_NL block, unpacked: value of weight `i` = `d·K[codes[i]]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,37 +231,106 @@ fn signed_absmax(x: &[f32]) -> f32 {
         .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
 }
 
-/// Quantise one IQ4_NL block (`x.len() == w.len() == 32`).
-pub fn quantize_block_iq4_nl(x: &[f32], w: &[f32]) -> IQ4NlBlock {
-    let grid = kgrid();
-    let mut cands = grid_scale_candidates(x, w, &grid, SWEEP_TOP_NL);
-    cands.push(signed_absmax(x) / 127.0);
-    let fit = best_f16_scale(x, w, &grid, cands, F16_RADIUS);
-    let mut codes = [0u8; QK4_NL];
-    scaled_grid_error(x, w, &grid, f16_to_f32(fit.d_bits), Some(&mut codes));
-    IQ4NlBlock {
-        d: fit.d_bits,
-        codes,
+/// Half-unit lookup table for [`Iq4Grid`]: entry `k` is the code nearest to every `r` in
+/// `[−127 + k/2, −127 + (k+1)/2)`. Every midpoint between two table values is a multiple of ½,
+/// so no such interval straddles a decision boundary.
+const IQ4_NEAREST: [u8; 481] = {
+    let mut t = [0u8; 481];
+    let mut k = 0;
+    while k < t.len() {
+        // Centre of the half-unit interval, in quarter units to stay in integers.
+        let r4 = -127 * 4 + 2 * k as i32 + 1;
+        let mut best = 0;
+        let mut c = 1;
+        while c < 16 {
+            let e = (4 * KVALUES_IQ4NL[c] as i32 - r4).abs();
+            if e < (4 * KVALUES_IQ4NL[best] as i32 - r4).abs() {
+                best = c;
+            }
+            c += 1;
+        }
+        t[k] = best as u8;
+        k += 1;
+    }
+    t
+};
+
+/// The IQ4 code book as a [`CodeGrid`] with O(1) nearest lookup through [`IQ4_NEAREST`].
+pub struct Iq4Grid;
+
+impl CodeGrid for Iq4Grid {
+    const LEN: usize = 16;
+    const MIN: f32 = -127.0;
+    const MAX: f32 = 113.0;
+
+    #[inline(always)]
+    fn value(c: usize) -> f32 {
+        KVALUES_IQ4NL[c] as f32
+    }
+
+    #[inline(always)]
+    fn nearest_in_range(r: f32) -> (usize, f32) {
+        let k = ((r + 127.0) * 2.0) as usize;
+        let c = IQ4_NEAREST[k.min(IQ4_NEAREST.len() - 1)] as usize;
+        (c, KVALUES_IQ4NL[c] as f32)
     }
 }
 
+/// Relative step and steps either side of the inverse-scale ladder (IQ4_NL, IQ4_XS sub-blocks).
+const LADDER_REL: f32 = 0.01;
+const LADDER_N: i32 = 10;
+
+/// Quantise one IQ4_NL block (`x.len() == w.len() == 32`).
+pub fn quantize_block_iq4_nl(x: &[f32], w: &[f32]) -> IQ4NlBlock {
+    let xm = signed_absmax(x);
+    let d_bits = if xm == 0.0 {
+        0
+    } else {
+        let ladder = search::iscale_ladder(xm, Iq4Grid::MIN, Iq4Grid::MAX, LADDER_REL, LADDER_N);
+        search::search_grid_scale::<Iq4Grid>(x, w, ladder, &[xm / 127.0], SEARCH_KEEP_NL).0
+    };
+    let mut codes = [0u8; QK4_NL];
+    search::grid_codes::<Iq4Grid>(x, f16_to_f32(d_bits), &mut codes);
+    IQ4NlBlock { d: d_bits, codes }
+}
+
+/// The best continuous scales of one IQ4_XS sub-block (up to 2, best first; empty if all zero).
+fn sub_block_scales(x: &[f32], w: &[f32]) -> ([f32; 2], usize) {
+    let xm = signed_absmax(x);
+    if xm == 0.0 {
+        return ([0.0; 2], 0);
+    }
+    let mut top = [(f32::NEG_INFINITY, 0f32); 2];
+    for is in search::iscale_ladder(xm, Iq4Grid::MIN, Iq4Grid::MAX, LADDER_REL, LADDER_N) {
+        let (sxg, sgg) = search::grid_stats::<Iq4Grid>(x, w, is);
+        if sgg <= 0.0 {
+            continue;
+        }
+        let score = sxg * sxg / sgg;
+        if score > top[0].0 {
+            top = [(score, sxg / sgg), top[0]];
+        } else if score > top[1].0 {
+            top[1] = (score, sxg / sgg);
+        }
+    }
+    let n = top.iter().filter(|t| t.0 > f32::NEG_INFINITY).count();
+    ([top[0].1, top[1].1], n)
+}
+
 /// For super-scale `d`, the best 6-bit scale of one sub-block among `round(s/d) ± 1` for its
-/// candidate scales (and 0), with its error.
-fn best_sub_scale(x: &[f32], w: &[f32], grid: &[f32], cands: &[f32], d: f32) -> (i8, f64) {
-    let mut best = (0i8, scaled_grid_error(x, w, grid, 0.0, None));
+/// candidate scales `s` (and 0, whose error is `zero_err`), with its estimated error.
+fn best_sub_scale(x: &[f32], w: &[f32], cands: &[f32], zero_err: f32, d: f32) -> (i8, f32) {
+    let mut best = (0i8, zero_err);
     let mut tried = [false; 64];
     tried[32] = true;
     for &s in cands {
-        let centre = (s / d).round();
-        if !centre.is_finite() {
-            continue;
-        }
-        for off in [-1.0f32, 0.0, 1.0] {
+        let centre = search::round_fast(search::clamp_fast(s / d, -40.0, 40.0));
+        for off in [0.0f32, -1.0, 1.0] {
             let ls = (centre + off).clamp(-32.0, 31.0) as i32;
             if std::mem::replace(&mut tried[(ls + 32) as usize], true) {
                 continue;
             }
-            let err = scaled_grid_error(x, w, grid, d * ls as f32, None);
+            let err = search::grid_error::<Iq4Grid>(x, w, d * ls as f32);
             if err < best.1 {
                 best = (ls as i8, err);
             }
@@ -271,29 +341,31 @@ fn best_sub_scale(x: &[f32], w: &[f32], grid: &[f32], cands: &[f32], d: f32) -> 
 
 /// Quantise one IQ4_XS super-block (`x.len() == w.len() == 256`).
 pub fn quantize_block_iq4_xs(x: &[f32], w: &[f32]) -> IQ4XsBlock {
-    let grid = kgrid();
-    let cands: Vec<Vec<f32>> = (0..XS_SUBBLOCKS)
-        .map(|ib| {
-            let r = 32 * ib..32 * ib + 32;
-            grid_scale_candidates(&x[r.clone()], &w[r], &grid, SWEEP_TOP_XS)
-        })
-        .collect();
+    let mut cands = [([0f32; 2], 0usize); XS_SUBBLOCKS];
+    let mut zero_err = [0f32; XS_SUBBLOCKS];
+    for ib in 0..XS_SUBBLOCKS {
+        let r = 32 * ib..32 * ib + 32;
+        cands[ib] = sub_block_scales(&x[r.clone()], &w[r.clone()]);
+        zero_err[ib] = search::grid_error::<Iq4Grid>(&x[r.clone()], &w[r], 0.0);
+    }
     let max_scale = cands
         .iter()
-        .filter_map(|c| c.first().copied())
+        .filter(|c| c.1 > 0)
+        .map(|c| c.0[0])
         .fold(0.0f32, |m, s| if s.abs() > m.abs() { s } else { m });
 
-    // Evaluate a super-scale (f16 bits): total error and chosen sub-scales.
-    let evaluate = |d_bits: u16| -> (f64, [i8; XS_SUBBLOCKS]) {
+    // Evaluate a super-scale (f16 bits): total estimated error and chosen sub-scales.
+    let evaluate = |d_bits: u16| -> (f32, [i8; XS_SUBBLOCKS]) {
         let d = f16_to_f32(d_bits);
         let mut scales = [0i8; XS_SUBBLOCKS];
         let mut total = 0.0;
         for ib in 0..XS_SUBBLOCKS {
             let r = 32 * ib..32 * ib + 32;
             let (ls, err) = if d == 0.0 {
-                (0, scaled_grid_error(&x[r.clone()], &w[r], &grid, 0.0, None))
+                (0, zero_err[ib])
             } else {
-                best_sub_scale(&x[r.clone()], &w[r], &grid, &cands[ib], d)
+                let (c, n) = &cands[ib];
+                best_sub_scale(&x[r.clone()], &w[r], &c[..*n], zero_err[ib], d)
             };
             scales[ib] = ls;
             total += err;
@@ -304,10 +376,16 @@ pub fn quantize_block_iq4_xs(x: &[f32], w: &[f32]) -> IQ4XsBlock {
     let mut best_bits = 0u16;
     let (mut best_err, mut best_scales) = evaluate(0);
     if max_scale != 0.0 {
+        let mut tried = [0u16; 32];
+        let mut n_tried = 0;
         let mut consider = |bits: u16, best_bits: &mut u16| {
             let d = f16_to_f32(bits);
-            if d == 0.0 || !d.is_finite() {
+            if d == 0.0 || !d.is_finite() || tried[..n_tried].contains(&bits) {
                 return;
+            }
+            if n_tried < tried.len() {
+                tried[n_tried] = bits;
+                n_tried += 1;
             }
             let (err, scales) = evaluate(bits);
             if err < best_err {
@@ -316,13 +394,12 @@ pub fn quantize_block_iq4_xs(x: &[f32], w: &[f32]) -> IQ4XsBlock {
                 *best_bits = bits;
             }
         };
-        for stretch in 0..8 {
-            let f = 1.0 + 0.01 * stretch as f32;
+        for stretch in XS_STRETCHES {
             for base in [max_scale / -32.0, max_scale / 31.0] {
                 // Radius 0 unless the f16 value is tiny (subnormal scales need the neighbours).
-                for bits in search::f16_neighbours(base * f, 0) {
+                for bits in search::f16_neighbours(base * stretch, 0) {
                     if bits & 0x7fff < 4 {
-                        for b in search::f16_neighbours(base * f, 3) {
+                        for b in search::f16_neighbours(base * stretch, 3) {
                             consider(b, &mut best_bits);
                         }
                     } else {
@@ -340,13 +417,7 @@ pub fn quantize_block_iq4_xs(x: &[f32], w: &[f32]) -> IQ4XsBlock {
     let mut codes = [0u8; QK_K];
     for (ib, &ls) in best_scales.iter().enumerate() {
         let r = 32 * ib..32 * ib + 32;
-        scaled_grid_error(
-            &x[r.clone()],
-            &w[r.clone()],
-            &grid,
-            d * ls as f32,
-            Some(&mut codes[r]),
-        );
+        search::grid_codes::<Iq4Grid>(&x[r.clone()], d * ls as f32, &mut codes[r]);
     }
     IQ4XsBlock {
         d: best_bits,
@@ -398,6 +469,35 @@ mod tests {
     fn decoders_are_bit_exact_with_ggml() {
         golden::assert_decoder_bit_exact(&golden::load(GgmlType::IQ4_NL), dequantize_row_iq4_nl);
         golden::assert_decoder_bit_exact(&golden::load(GgmlType::IQ4_XS), dequantize_row_iq4_xs);
+    }
+
+    #[test]
+    fn iq4_grid_nearest_matches_brute_force() {
+        let grid = KVALUES_IQ4NL.map(|v| v as f32);
+        for k in -1400..1300 {
+            let r = k as f32 * 0.0973;
+            let (c, v) = Iq4Grid::nearest(r);
+            assert_eq!(v, grid[c]);
+            let want = search::nearest_grid_index(&grid, r);
+            assert_eq!((grid[c] - r).abs(), (grid[want] - r).abs(), "r = {r}");
+        }
+    }
+
+    #[test]
+    fn grid_codes_match_the_general_search() {
+        let grid = KVALUES_IQ4NL.map(|v| v as f32);
+        let x: Vec<f32> = bytes(64, 3)
+            .iter()
+            .map(|&b| b as f32 / 97.0 - 1.3)
+            .collect();
+        for d in [0.0113f32, -0.0087, 0.002] {
+            let mut codes = [0u8; 64];
+            search::grid_codes::<Iq4Grid>(&x, d, &mut codes);
+            for (i, &xi) in x.iter().enumerate() {
+                let (_, want) = search::best_grid_code(&grid, d, xi);
+                assert_eq!((xi - d * grid[codes[i] as usize]).abs(), (xi - want).abs());
+            }
+        }
     }
 
     #[test]

@@ -757,14 +757,21 @@ fn best_code(x: f32, a: f32, b: f32, sp: &Spec) -> i32 {
 fn sub_error(x: &[f32], w: &[f32], a: f32, b: f32, sp: &Spec) -> f64 {
     // Multiplying by the reciprocal may round a near-tie the other way than dividing would;
     // both codes are then equally good up to f32 rounding, and the final pass uses `best_code`.
+    // f32 lane accumulators (vectorised); sub-blocks are 16 or 32 weights.
+    use crate::search::{clamp_fast, round_fast, LANES};
     let ia = if a == 0.0 { 0.0 } else { 1.0 / a };
-    let mut err = 0.0f64;
-    for (&xi, &wi) in x.iter().zip(w) {
-        let q = round_i32((xi + b) * ia).clamp(sp.qlo, sp.qhi);
-        let e = (xi - decode(a, b, q, sp.has_min)) as f64;
-        err += wi as f64 * e * e;
+    let (qlo, qhi) = (sp.qlo as f32, sp.qhi as f32);
+    let mut acc = [0f32; LANES];
+    for (xc, wc) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            let q = round_fast(clamp_fast((xc[l] + b) * ia, qlo, qhi));
+            // ggml's decode: `a·q − b` (or `a·q`), in f32.
+            let y = if sp.has_min { a * q - b } else { a * q };
+            let e = xc[l] - y;
+            acc[l] += wc[l] * e * e;
+        }
     }
-    err
+    acc.iter().map(|&v| v as f64).sum()
 }
 
 /// Weighted least squares `x ≈ s·q − m` with `s ≥ 0`, `m ≥ 0`, for fixed codes.
@@ -809,6 +816,9 @@ fn cont_error(x: &[f32], w: &[f32], q: &[i32], s: f64, m: f64) -> f64 {
         .sum()
 }
 
+/// Steps of the initial-scale grids of [`fit_affine`] and [`fit_symmetric`] (over ±1 level).
+const FIT_STEPS: usize = 10;
+
 /// Continuous per-sub-block fit `x ≈ s·q − m` (`q` in `0..=qmax`, `s, m ≥ 0`) minimising the
 /// weighted squared error: a grid of initial step sizes, each refined by alternating
 /// least squares and re-rounding.
@@ -823,22 +833,30 @@ fn fit_affine(x: &[f32], w: &[f32], qmax: i32) -> (f32, f32) {
     let mut q = [0i32; 32];
     let q = &mut q[..n];
     let mut best = (f64::INFINITY, range / qmax as f64, -lo as f64);
-    for step in 0..=20 {
-        let iscale = (qmax as f64 - 1.0 + 0.1 * step as f64) / range;
+    for step in 0..=FIT_STEPS {
+        let iscale = ((qmax as f64 - 1.0 + 2.0 * step as f64 / FIT_STEPS as f64) / range) as f32;
         for (qi, &xi) in q.iter_mut().zip(x) {
-            *qi = round_i32(((xi - lo) as f64 * iscale) as f32).clamp(0, qmax);
+            *qi = round_i32((xi - lo) * iscale).clamp(0, qmax);
         }
         for _ in 0..3 {
             let (s, m) = ls_affine(x, w, q);
             if s <= 0.0 {
                 break;
             }
-            for (qi, &xi) in q.iter_mut().zip(x) {
-                *qi = round_i32(((xi as f64 + m) / s) as f32).clamp(0, qmax);
-            }
             let err = cont_error(x, w, q, s, m);
             if err < best.0 {
                 best = (err, s, m);
+            }
+            // Re-round against the refitted scale; stop when the codes no longer change.
+            let (is, mf) = ((1.0 / s) as f32, m as f32);
+            let mut changed = false;
+            for (qi, &xi) in q.iter_mut().zip(x) {
+                let nq = round_i32((xi + mf) * is).clamp(0, qmax);
+                changed |= nq != *qi;
+                *qi = nq;
+            }
+            if !changed {
+                break;
             }
         }
     }
@@ -860,11 +878,11 @@ fn fit_symmetric(x: &[f32], w: &[f32], qlo: i32, qhi: i32) -> f32 {
     let mut best = (f64::INFINITY, (xm / qlo as f32) as f64);
     for target in [qlo, qhi] {
         let sign = target.signum() as f64;
-        for step in 0..=20 {
-            let t = target as f64 + sign * (-1.0 + 0.1 * step as f64);
-            let iscale = t / xm as f64;
+        for step in 0..=FIT_STEPS {
+            let t = target as f64 + sign * (-1.0 + 2.0 * step as f64 / FIT_STEPS as f64);
+            let iscale = (t / xm as f64) as f32;
             for (qi, &xi) in q.iter_mut().zip(x) {
-                *qi = round_i32((xi as f64 * iscale) as f32).clamp(qlo, qhi);
+                *qi = round_i32(xi * iscale).clamp(qlo, qhi);
             }
             for _ in 0..3 {
                 let (mut sxq, mut sqq) = (0.0f64, 0.0f64);
@@ -876,12 +894,21 @@ fn fit_symmetric(x: &[f32], w: &[f32], qlo: i32, qhi: i32) -> f32 {
                     break;
                 }
                 let s = sxq / sqq;
-                for (qi, &xi) in q.iter_mut().zip(x) {
-                    *qi = round_i32((xi as f64 / s) as f32).clamp(qlo, qhi);
-                }
-                let err = cont_error(x, w, q, s, 0.0);
+                // Error of the least-squares scale for these codes: Σwx² − (Σwxq)²/Σwq²,
+                // ranked without the constant Σwx².
+                let err = -sxq * sxq / sqq;
                 if err < best.0 {
                     best = (err, s);
+                }
+                let is = (1.0 / s) as f32;
+                let mut changed = false;
+                for (qi, &xi) in q.iter_mut().zip(x) {
+                    let nq = round_i32(xi * is).clamp(qlo, qhi);
+                    changed |= nq != *qi;
+                    *qi = nq;
+                }
+                if !changed {
+                    break;
                 }
             }
         }
@@ -1054,19 +1081,29 @@ fn descend(x: &[f32], w: &[f32], s: &[f32], m: &[f32], mut st: State, sp: &Spec)
             } else {
                 ([0; 5], 1)
             };
+            // Scale first (min fixed), then min (scale fixed): 10 trials instead of 25.
             for &ls in &cs[..ns] {
-                for &lm in &cm[..nm] {
-                    if ls == st.ls[j] && lm == st.lm[j] {
-                        continue;
-                    }
-                    let (a, b) = sub_params(df, mf, ls, lm, sp.has_min);
-                    let e = sub_error(xs, ws, a, b, sp);
-                    if e < st.err[j] {
-                        st.err[j] = e;
-                        st.ls[j] = ls;
-                        st.lm[j] = lm;
-                        changed = true;
-                    }
+                if ls == st.ls[j] {
+                    continue;
+                }
+                let (a, b) = sub_params(df, mf, ls, st.lm[j], sp.has_min);
+                let e = sub_error(xs, ws, a, b, sp);
+                if e < st.err[j] {
+                    st.err[j] = e;
+                    st.ls[j] = ls;
+                    changed = true;
+                }
+            }
+            for &lm in &cm[..nm] {
+                if lm == st.lm[j] {
+                    continue;
+                }
+                let (a, b) = sub_params(df, mf, st.ls[j], lm, sp.has_min);
+                let e = sub_error(xs, ws, a, b, sp);
+                if e < st.err[j] {
+                    st.err[j] = e;
+                    st.lm[j] = lm;
+                    changed = true;
                 }
             }
         }

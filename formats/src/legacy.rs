@@ -19,27 +19,29 @@
 //! (f16 scales included) per block, with `w` = the importance, or `w = 1` when there is none.
 //! (ggml itself, without an imatrix, uses plain min/max rounding for these types; with one it
 //! weights by `importance·sqrt(σ² + x²)`. We optimise the stated objective directly.)
-//! - Q4_0, Q5_0: the exact scale sweep of [`search::grid_scale_candidates`] over both signs of `d`,
-//!   plus ggml's reference scale `max/−8` (`max/−16`), each tried with its f16 neighbours.
-//! - Q4_1, Q5_1: [`search::best_affine_f16`] (reference min/max pair, scale grid, least-squares
-//!   refits, f16 neighbourhood).
-//! - Q8_0: every f16 scale whose magnitude lies in `[amax/128.5, amax/124]`, both signs, which
-//!   includes ggml's `amax/127`.
+//! - Q4_0, Q5_0: [`search::search_grid_scale`]: least-squares fits of RTN codes along an
+//!   inverse-scale ladder around both ends of the grid (both signs of `d`), ggml's reference scale
+//!   `max/−8` (`max/−16`), f16 neighbours and least-squares refits.
+//! - Q4_1, Q5_1: [`search::search_affine_f16`] (reference min/max pair, least-squares fits over
+//!   a scale grid, f16 neighbourhood, refits).
+//! - Q8_0: the same search as Q4_0 with ggml's `amax/127` and the grid ends `xm/−128`, `xm/127`.
 //!
 //! For a given stored scale every code is chosen as the nearest decoded value, which is optimal
 //! for any weights; so where our candidate set contains ggml's stored scale we can only do better.
 
 use crate::float::f16_to_f32;
-use crate::search::{self, best_f16_scale, fill_weights, grid_scale_candidates, scaled_grid_error};
+use crate::search::{self, fill_weights, CodeGrid, UniformGrid};
 use crate::types::GgmlType;
 
 /// Weights per block of every legacy type.
 pub const QK: usize = 32;
 
-/// Scale candidates kept from the sweep.
-const SWEEP_TOP: usize = 4;
-/// f16 steps tried either side of each candidate scale.
-const F16_RADIUS: u16 = 2;
+/// Least-squares fits kept from the inverse-scale ladder.
+const SEARCH_KEEP: usize = 2;
+/// Relative step of the inverse-scale ladder (Q4_0, Q5_0).
+const LADDER_REL: f32 = 0.0125;
+/// Steps either side of each end of the grid in the ladder.
+const LADDER_N: i32 = 8;
 
 fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
@@ -65,10 +67,6 @@ fn high_bits(codes: &[u8; QK]) -> u32 {
         .iter()
         .enumerate()
         .fold(0u32, |acc, (i, &c)| acc | (((c >> 4) as u32 & 1) << i))
-}
-
-fn grid(lo: i32, hi: i32) -> Vec<f32> {
-    (lo..=hi).map(|v| v as f32).collect()
 }
 
 /// Q4_0 block, unpacked: value of weight `i` = `(codes[i] − 8)·d`.
@@ -422,108 +420,94 @@ fn signed_absmax(x: &[f32]) -> f32 {
     best
 }
 
-/// Symmetric single-scale block `x̂ = d·grid[code]`: best f16 scale and codes.
-fn quantize_symmetric(
+/// Symmetric single-scale block `x̂ = d·g` on grid `G`: best f16 scale and exact codes.
+///
+/// Candidates: the inverse-scale ladder around both ends of the grid (±[`LADDER_N`] steps of
+/// [`LADDER_REL`]), the best [`SEARCH_KEEP`] least-squares fits with f16 neighbours, ggml's own
+/// scale `reference_scale`, and least-squares refits ([`search::search_grid_scale`]).
+fn quantize_symmetric<G: CodeGrid>(
     x: &[f32],
     w: &[f32],
-    grid: &[f32],
     reference_scale: f32,
     codes: &mut [u8],
 ) -> u16 {
-    let mut cands = grid_scale_candidates(x, w, grid, SWEEP_TOP);
-    cands.push(reference_scale);
-    let fit = best_f16_scale(x, w, grid, cands, F16_RADIUS);
-    scaled_grid_error(x, w, grid, f16_to_f32(fit.d_bits), Some(codes));
-    fit.d_bits
+    let xm = signed_absmax(x);
+    let d_bits = if xm == 0.0 {
+        0
+    } else {
+        let ladder = search::iscale_ladder(xm, G::MIN, G::MAX, LADDER_REL, LADDER_N);
+        search::search_grid_scale::<G>(x, w, ladder, &[reference_scale], SEARCH_KEEP).0
+    };
+    search::grid_codes::<G>(x, f16_to_f32(d_bits), codes);
+    d_bits
 }
+
+/// Q4_0's codes: `−8..=7`.
+type GridQ4 = UniformGrid<-8, 7>;
+/// Q5_0's codes: `−16..=15`.
+type GridQ5 = UniformGrid<-16, 15>;
+/// Q8_0's codes: `−128..=127`.
+type GridQ8 = UniformGrid<-128, 127>;
 
 /// Quantise one Q4_0 block (`x.len() == w.len() == 32`).
 pub fn quantize_block_q4_0(x: &[f32], w: &[f32]) -> Q4_0Block {
-    let grid = grid(-8, 7);
     let mut codes = [0u8; QK];
-    let d = quantize_symmetric(x, w, &grid, signed_absmax(x) / -8.0, &mut codes);
+    let d = quantize_symmetric::<GridQ4>(x, w, signed_absmax(x) / -8.0, &mut codes);
     Q4_0Block { d, codes }
 }
 
 /// Quantise one Q5_0 block (`x.len() == w.len() == 32`).
 pub fn quantize_block_q5_0(x: &[f32], w: &[f32]) -> Q5_0Block {
-    let grid = grid(-16, 15);
     let mut codes = [0u8; QK];
-    let d = quantize_symmetric(x, w, &grid, signed_absmax(x) / -16.0, &mut codes);
+    let d = quantize_symmetric::<GridQ5>(x, w, signed_absmax(x) / -16.0, &mut codes);
     Q5_0Block { d, codes }
+}
+
+/// Affine block `x̂ = q·d + m`, `q ∈ 0..=nmax`: best f16 pair and exact codes.
+fn quantize_affine(x: &[f32], w: &[f32], nmax: u8, codes: &mut [u8; QK]) -> (u16, u16) {
+    let fit = search::search_affine_f16(x, w, nmax);
+    search::affine_error(
+        x,
+        w,
+        nmax,
+        f16_to_f32(fit.d_bits),
+        f16_to_f32(fit.m_bits),
+        Some(codes),
+    );
+    (fit.d_bits, fit.m_bits)
 }
 
 /// Quantise one Q4_1 block (`x.len() == w.len() == 32`).
 pub fn quantize_block_q4_1(x: &[f32], w: &[f32]) -> Q4_1Block {
-    let fit = search::best_affine_f16(x, w, 15);
     let mut codes = [0u8; QK];
-    search::affine_error(
-        x,
-        w,
-        15,
-        f16_to_f32(fit.d_bits),
-        f16_to_f32(fit.m_bits),
-        Some(&mut codes),
-    );
-    Q4_1Block {
-        d: fit.d_bits,
-        m: fit.m_bits,
-        codes,
-    }
+    let (d, m) = quantize_affine(x, w, 15, &mut codes);
+    Q4_1Block { d, m, codes }
 }
 
 /// Quantise one Q5_1 block (`x.len() == w.len() == 32`).
 pub fn quantize_block_q5_1(x: &[f32], w: &[f32]) -> Q5_1Block {
-    let fit = search::best_affine_f16(x, w, 31);
     let mut codes = [0u8; QK];
-    search::affine_error(
-        x,
-        w,
-        31,
-        f16_to_f32(fit.d_bits),
-        f16_to_f32(fit.m_bits),
-        Some(&mut codes),
-    );
-    Q5_1Block {
-        d: fit.d_bits,
-        m: fit.m_bits,
-        codes,
-    }
+    let (d, m) = quantize_affine(x, w, 31, &mut codes);
+    Q5_1Block { d, m, codes }
 }
 
 /// Quantise one Q8_0 block (`x.len() == w.len() == 32`).
+///
+/// Candidates: ggml's `amax/127`, the ends of the grid for both signs (`xm/−128`, `xm/127`) with
+/// small stretches, least-squares refits, f16 neighbours ([`search::search_grid_scale`]).
 pub fn quantize_block_q8_0(x: &[f32], w: &[f32]) -> Q8_0Block {
-    let grid = grid(-128, 127);
-    let amax = signed_absmax(x).abs();
-    let mut best = search::ScaleFit {
-        d_bits: 0,
-        err: scaled_grid_error(x, w, &grid, 0.0, None),
+    let xm = signed_absmax(x);
+    let d_bits = if xm == 0.0 {
+        0
+    } else {
+        let ladder = search::iscale_ladder(xm, -128.0, 127.0, 0.004, 1);
+        search::search_grid_scale::<GridQ8>(x, w, ladder, &[xm.abs() / 127.0], 2).0
     };
-    if amax > 0.0 {
-        let lo = search::f16_neighbours(amax / 128.5, 1).next().unwrap_or(0);
-        let hi = search::f16_neighbours(amax / 124.0, 1).last().unwrap_or(0);
-        for mag in lo..=hi.max(lo) {
-            for bits in [mag, mag | 0x8000] {
-                let d = f16_to_f32(bits);
-                if d == 0.0 || !d.is_finite() {
-                    continue;
-                }
-                let err = scaled_grid_error(x, w, &grid, d, None);
-                if err < best.err {
-                    best = search::ScaleFit { d_bits: bits, err };
-                }
-            }
-        }
-    }
     let mut idx = [0u8; QK];
-    scaled_grid_error(x, w, &grid, f16_to_f32(best.d_bits), Some(&mut idx));
-    let mut codes = [0i8; QK];
-    for (c, &k) in codes.iter_mut().zip(&idx) {
-        *c = (k as i32 - 128) as i8;
-    }
+    search::grid_codes::<GridQ8>(x, f16_to_f32(d_bits), &mut idx);
     Q8_0Block {
-        d: best.d_bits,
-        codes,
+        d: d_bits,
+        codes: idx.map(|k| (k as i32 - 128) as i8),
     }
 }
 

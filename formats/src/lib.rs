@@ -17,9 +17,9 @@ pub mod float;
 #[cfg(test)]
 mod golden;
 pub mod iq4;
+pub mod kquants;
 pub mod legacy;
 pub mod search;
-pub mod kquants;
 pub mod types;
 
 pub use error::FormatError;

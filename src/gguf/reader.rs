@@ -595,7 +595,10 @@ impl GgufFile {
     /// Tell the kernel the pages of this tensor's data will not be needed again, so a streaming
     /// pass over a large model does not keep the whole file resident. Purely advisory.
     pub fn release(&self, t: &TensorInfo) {
-        let (Some(map), Some(start)) = (self.map.as_ref(), self.header.data_offset.checked_add(t.offset)) else {
+        let (Some(map), Some(start)) = (
+            self.map.as_ref(),
+            self.header.data_offset.checked_add(t.offset),
+        ) else {
             return;
         };
         // Round inwards to whole pages that lie entirely inside the tensor.
@@ -607,7 +610,11 @@ impl GgufFile {
             // SAFETY: the map is a read-only, file-backed shared mapping; MADV_DONTNEED only
             // drops clean pages, which are re-read from the file if touched again.
             let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first as usize, (end - first) as usize)
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    first as usize,
+                    (end - first) as usize,
+                )
             };
         }
     }

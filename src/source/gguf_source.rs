@@ -18,7 +18,11 @@ impl GgufSource {
             .header()
             .tensors
             .iter()
-            .map(|t| SourceTensor { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty })
+            .map(|t| SourceTensor {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                ty: t.ty,
+            })
             .collect();
         Ok(GgufSource { file, tensors })
     }
@@ -46,7 +50,12 @@ impl TensorSource for GgufSource {
         Some(self.file.tensor_data(&self.file.header().tensors[index]))
     }
 
-    fn read_rows(&self, index: usize, first_row: usize, out: &mut [f32]) -> Result<(), SourceError> {
+    fn read_rows(
+        &self,
+        index: usize,
+        first_row: usize,
+        out: &mut [f32],
+    ) -> Result<(), SourceError> {
         let info = &self.file.header().tensors[index];
         let t = &self.tensors[index];
         let row_len = t.row_len();
@@ -65,11 +74,13 @@ impl TensorSource for GgufSource {
         for (i, dst) in out.chunks_exact_mut(row_len).enumerate() {
             let row = first_row + i;
             let src = &data[row * row_bytes..(row + 1) * row_bytes];
-            quantease_formats::dequantize_row(t.ty, src, dst).map_err(|source| SourceError::Decode {
-                path: self.path().to_path_buf(),
-                tensor: t.name.clone(),
-                row,
-                source,
+            quantease_formats::dequantize_row(t.ty, src, dst).map_err(|source| {
+                SourceError::Decode {
+                    path: self.path().to_path_buf(),
+                    tensor: t.name.clone(),
+                    row,
+                    source,
+                }
             })?;
         }
         Ok(())

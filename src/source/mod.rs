@@ -88,7 +88,8 @@ pub trait TensorSource: Sync {
     /// (so an unchanged tensor can be copied).
     fn raw(&self, index: usize) -> Option<&[u8]>;
     /// Decode `out.len() / row_len` rows of tensor `index`, starting at `first_row`, to f32.
-    fn read_rows(&self, index: usize, first_row: usize, out: &mut [f32]) -> Result<(), SourceError>;
+    fn read_rows(&self, index: usize, first_row: usize, out: &mut [f32])
+        -> Result<(), SourceError>;
     /// Hint that tensor `index` will not be read again (lets a memory-mapped source drop pages).
     fn release(&self, _index: usize) {}
 }

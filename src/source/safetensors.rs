@@ -310,10 +310,18 @@ impl StHeader {
     pub fn parse(bytes: &[u8], file_len: u64, path: &Path) -> Result<StHeader, SafetensorsError> {
         let p = || path.to_path_buf();
         let Some(len_bytes) = bytes.get(..8).filter(|_| file_len >= 8) else {
-            return Err(SafetensorsError::TooShort { path: p(), len: file_len });
+            return Err(SafetensorsError::TooShort {
+                path: p(),
+                len: file_len,
+            });
         };
         let header_len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
-        let fail = |why| SafetensorsError::HeaderLength { path: p(), header_len, file_len, why };
+        let fail = |why| SafetensorsError::HeaderLength {
+            path: p(),
+            header_len,
+            file_len,
+            why,
+        };
         if header_len > MAX_HEADER_LEN {
             return Err(fail("exceeds the 100 MB limit"));
         }
@@ -325,7 +333,11 @@ impl StHeader {
         };
         let data_start = 8 + header_len;
         let data_len = file_len - data_start;
-        let header_err = |field: String, message: String| SafetensorsError::Header { path: p(), field, message };
+        let header_err = |field: String, message: String| SafetensorsError::Header {
+            path: p(),
+            field,
+            message,
+        };
         let entries: Entries =
             serde_json::from_slice(json).map_err(|e| header_err("JSON".into(), e.to_string()))?;
 
@@ -335,7 +347,11 @@ impl StHeader {
         for (name, value) in entries.0 {
             if name == "__metadata__" {
                 if seen_meta {
-                    return Err(SafetensorsError::Duplicate { path: p(), tensor: name, other: None });
+                    return Err(SafetensorsError::Duplicate {
+                        path: p(),
+                        tensor: name,
+                        other: None,
+                    });
                 }
                 seen_meta = true;
                 let Value::Object(m) = value else {
@@ -343,7 +359,10 @@ impl StHeader {
                 };
                 for (k, v) in m {
                     let Value::String(s) = v else {
-                        return Err(header_err(format!("__metadata__ '{k}'"), "is not a string".into()));
+                        return Err(header_err(
+                            format!("__metadata__ '{k}'"),
+                            "is not a string".into(),
+                        ));
                     };
                     metadata.push((k, s));
                 }
@@ -353,41 +372,63 @@ impl StHeader {
             let Value::Object(obj) = value else {
                 return Err(header_err(field("entry"), "is not an object".into()));
             };
-            if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "dtype" | "shape" | "data_offsets")) {
+            if let Some(k) = obj
+                .keys()
+                .find(|k| !matches!(k.as_str(), "dtype" | "shape" | "data_offsets"))
+            {
                 return Err(header_err(field("entry"), format!("unexpected key '{k}'")));
             }
             let dtype_name = obj
                 .get("dtype")
                 .and_then(Value::as_str)
                 .ok_or_else(|| header_err(field("dtype"), "missing or not a string".into()))?;
-            let dtype = Dtype::from_name(dtype_name)
-                .ok_or_else(|| header_err(field("dtype"), format!("unknown dtype '{dtype_name}'")))?;
+            let dtype = Dtype::from_name(dtype_name).ok_or_else(|| {
+                header_err(field("dtype"), format!("unknown dtype '{dtype_name}'"))
+            })?;
             let shape_v = obj
                 .get("shape")
                 .and_then(Value::as_array)
                 .ok_or_else(|| header_err(field("shape"), "missing or not an array".into()))?;
             if shape_v.len() > MAX_DIMS {
-                return Err(header_err(field("shape"), format!("{} dimensions (at most {MAX_DIMS})", shape_v.len())));
+                return Err(header_err(
+                    field("shape"),
+                    format!("{} dimensions (at most {MAX_DIMS})", shape_v.len()),
+                ));
             }
             let shape = shape_v
                 .iter()
                 .map(Value::as_u64)
                 .collect::<Option<Vec<u64>>>()
-                .ok_or_else(|| header_err(field("shape"), "entries must be non-negative integers".into()))?;
+                .ok_or_else(|| {
+                    header_err(
+                        field("shape"),
+                        "entries must be non-negative integers".into(),
+                    )
+                })?;
             let offs = obj
                 .get("data_offsets")
                 .and_then(Value::as_array)
                 .filter(|a| a.len() == 2)
                 .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
-                .ok_or_else(|| header_err(field("data_offsets"), "must be two non-negative integers".into()))?;
+                .ok_or_else(|| {
+                    header_err(
+                        field("data_offsets"),
+                        "must be two non-negative integers".into(),
+                    )
+                })?;
             let (begin, end) = offs;
             if end < begin {
-                return Err(header_err(field("data_offsets"), format!("end {end} is before begin {begin}")));
+                return Err(header_err(
+                    field("data_offsets"),
+                    format!("end {end} is before begin {begin}"),
+                ));
             }
             let expected = shape
                 .iter()
                 .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| header_err(field("shape"), format!("{shape:?} overflows 64 bits")))?;
+                .ok_or_else(|| {
+                    header_err(field("shape"), format!("{shape:?} overflows 64 bits"))
+                })?;
             if end - begin != expected {
                 return Err(SafetensorsError::SizeMismatch {
                     path: p(),
@@ -399,9 +440,21 @@ impl StHeader {
                 });
             }
             if end > data_len {
-                return Err(SafetensorsError::OutOfBounds { path: p(), tensor: name, begin, end, data_len });
+                return Err(SafetensorsError::OutOfBounds {
+                    path: p(),
+                    tensor: name,
+                    begin,
+                    end,
+                    data_len,
+                });
             }
-            tensors.push(StTensorInfo { name, dtype, shape, begin, end });
+            tensors.push(StTensorInfo {
+                name,
+                dtype,
+                shape,
+                begin,
+                end,
+            });
         }
 
         // Names unique, byte ranges disjoint (empty tensors occupy no bytes).
@@ -409,10 +462,16 @@ impl StHeader {
         by_name.sort_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
         for w in by_name.windows(2) {
             if tensors[w[0]].name == tensors[w[1]].name {
-                return Err(SafetensorsError::Duplicate { path: p(), tensor: tensors[w[0]].name.clone(), other: None });
+                return Err(SafetensorsError::Duplicate {
+                    path: p(),
+                    tensor: tensors[w[0]].name.clone(),
+                    other: None,
+                });
             }
         }
-        let mut by_offset: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].end > tensors[i].begin).collect();
+        let mut by_offset: Vec<usize> = (0..tensors.len())
+            .filter(|&i| tensors[i].end > tensors[i].begin)
+            .collect();
         by_offset.sort_by_key(|&i| (tensors[i].begin, tensors[i].end));
         for w in by_offset.windows(2) {
             let (a, b) = (&tensors[w[0]], &tensors[w[1]]);
@@ -428,7 +487,11 @@ impl StHeader {
                 });
             }
         }
-        Ok(StHeader { tensors, metadata, data_start })
+        Ok(StHeader {
+            tensors,
+            metadata,
+            data_start,
+        })
     }
 }
 
@@ -442,7 +505,10 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     /// Map and validate a file.
     pub fn open(path: &Path) -> Result<SafetensorsFile, SafetensorsError> {
-        let io = |source| SafetensorsError::Io { path: path.to_path_buf(), source };
+        let io = |source| SafetensorsError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         // An empty file cannot be mapped; it is rejected by the parser as too short.
@@ -455,7 +521,11 @@ impl SafetensorsFile {
         };
         let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
         let header = StHeader::parse(bytes, len, path)?;
-        Ok(SafetensorsFile { path: path.to_path_buf(), map, header })
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            map,
+            header,
+        })
     }
 
     /// The file's path.
@@ -489,7 +559,11 @@ impl SafetensorsFile {
             // SAFETY: read-only, file-backed shared mapping; MADV_DONTNEED drops clean pages,
             // which are re-read from the file if touched again.
             let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first as usize, (end - first) as usize)
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    first as usize,
+                    (end - first) as usize,
+                )
             };
         }
         #[cfg(not(unix))]
@@ -525,17 +599,25 @@ impl SafetensorsSet {
             if single.is_file() {
                 return Self::open_files(&[single]);
             }
-            let rd = std::fs::read_dir(path).map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
+            let rd = std::fs::read_dir(path).map_err(|source| SafetensorsError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
             let mut files = Vec::new();
             for e in rd {
-                let e = e.map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
+                let e = e.map_err(|source| SafetensorsError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "safetensors") && p.is_file() {
                     files.push(p);
                 }
             }
             if files.is_empty() {
-                return Err(SafetensorsError::NoFiles { path: path.to_path_buf() });
+                return Err(SafetensorsError::NoFiles {
+                    path: path.to_path_buf(),
+                });
             }
             files.sort();
             return Self::open_files(&files);
@@ -554,7 +636,10 @@ impl SafetensorsSet {
         }
         let mut entries = Vec::new();
         for (i, f) in files.iter().enumerate() {
-            entries.extend(f.header.tensors.iter().map(|t| StEntry { file: i, info: t.clone() }));
+            entries.extend(f.header.tensors.iter().map(|t| StEntry {
+                file: i,
+                info: t.clone(),
+            }));
         }
         let set = SafetensorsSet { files, entries };
         set.check_unique()?;
@@ -580,9 +665,16 @@ impl SafetensorsSet {
     /// Open the shards a `*.safetensors.index.json` lists (`weight_map`: tensor → file name in the
     /// index's directory), checking that each tensor is where the index says.
     pub fn open_index(index: &Path) -> Result<SafetensorsSet, SafetensorsError> {
-        let ierr = |message: String| SafetensorsError::Index { path: index.to_path_buf(), message };
-        let text = std::fs::read(index).map_err(|source| SafetensorsError::Io { path: index.to_path_buf(), source })?;
-        let v: Value = serde_json::from_slice(&text).map_err(|e| ierr(format!("not valid JSON: {e}")))?;
+        let ierr = |message: String| SafetensorsError::Index {
+            path: index.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read(index).map_err(|source| SafetensorsError::Io {
+            path: index.to_path_buf(),
+            source,
+        })?;
+        let v: Value =
+            serde_json::from_slice(&text).map_err(|e| ierr(format!("not valid JSON: {e}")))?;
         let map = v
             .get("weight_map")
             .and_then(Value::as_object)
@@ -593,9 +685,13 @@ impl SafetensorsSet {
             let file = file
                 .as_str()
                 .ok_or_else(|| ierr(format!("weight_map '{tensor}': file name is not a string")))?;
-            let plain = Path::new(file).file_name().is_some_and(|n| n == std::ffi::OsStr::new(file));
+            let plain = Path::new(file)
+                .file_name()
+                .is_some_and(|n| n == std::ffi::OsStr::new(file));
             if !plain || file == ".." {
-                return Err(ierr(format!("weight_map '{tensor}': shard '{file}' is not a plain file name")));
+                return Err(ierr(format!(
+                    "weight_map '{tensor}': shard '{file}' is not a plain file name"
+                )));
             }
             if !shard_names.iter().any(|s| s == file) {
                 if !dir.join(file).is_file() {
@@ -616,8 +712,15 @@ impl SafetensorsSet {
         let set = Self::open_files(&paths)?;
         for (tensor, file) in map {
             let file = file.as_str().unwrap_or_default();
-            let fi = shard_names.iter().position(|s| s == file).expect("listed above");
-            if !set.entries.iter().any(|e| e.file == fi && &e.info.name == tensor) {
+            let fi = shard_names
+                .iter()
+                .position(|s| s == file)
+                .expect("listed above");
+            if !set
+                .entries
+                .iter()
+                .any(|e| e.file == fi && &e.info.name == tensor)
+            {
                 return Err(SafetensorsError::NotInShard {
                     path: index.to_path_buf(),
                     shard: file.to_string(),

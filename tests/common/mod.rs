@@ -19,7 +19,10 @@ pub fn test_model() -> Option<PathBuf> {
 
 /// Run the binary with arguments.
 pub fn run(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_quantease-gguf")).args(args).output().expect("binary runs")
+    std::process::Command::new(env!("CARGO_BIN_EXE_quantease-gguf"))
+        .args(args)
+        .output()
+        .expect("binary runs")
 }
 
 /// A small deterministic pseudo-random generator (xorshift), so fixtures need no dependency.
@@ -65,15 +68,33 @@ pub fn tiny_model(path: &Path, poison: bool) {
     }
     tensors.push(("output_norm.weight".to_string(), vec![width]));
     let metadata = vec![
-        ("general.architecture".to_string(), MetaValue::string("llama")),
-        ("general.name".to_string(), MetaValue::string("tiny test model")),
+        (
+            "general.architecture".to_string(),
+            MetaValue::string("llama"),
+        ),
+        (
+            "general.name".to_string(),
+            MetaValue::string("tiny test model"),
+        ),
         ("llama.block_count".to_string(), MetaValue::U32(2)),
-        ("llama.embedding_length".to_string(), MetaValue::U32(width as u32)),
+        (
+            "llama.embedding_length".to_string(),
+            MetaValue::U32(width as u32),
+        ),
         ("llama.attention.head_count".to_string(), MetaValue::U32(4)),
-        ("llama.attention.head_count_kv".to_string(), MetaValue::U32(2)),
+        (
+            "llama.attention.head_count_kv".to_string(),
+            MetaValue::U32(2),
+        ),
     ];
-    let plans: Vec<TensorPlan> =
-        tensors.iter().map(|(n, d)| TensorPlan { name: n.clone(), dims: d.clone(), ty: GgmlType::F32 }).collect();
+    let plans: Vec<TensorPlan> = tensors
+        .iter()
+        .map(|(n, d)| TensorPlan {
+            name: n.clone(),
+            dims: d.clone(),
+            ty: GgmlType::F32,
+        })
+        .collect();
     let mut w = GgufWriter::create(path, &metadata, &plans).expect("create");
     let mut rng = Rng::new(7);
     for (name, dims) in &tensors {

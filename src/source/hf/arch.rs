@@ -21,9 +21,24 @@ pub struct Arch {
 
 /// Every architecture this converter knows, by HF class name.
 pub const ARCHES: &[Arch] = &[
-    Arch { hf: "LlamaForCausalLM", gguf: "llama", permute_qk: true, vocab_and_rope_dims: true },
-    Arch { hf: "MistralForCausalLM", gguf: "llama", permute_qk: true, vocab_and_rope_dims: true },
-    Arch { hf: "Qwen2ForCausalLM", gguf: "qwen2", permute_qk: false, vocab_and_rope_dims: false },
+    Arch {
+        hf: "LlamaForCausalLM",
+        gguf: "llama",
+        permute_qk: true,
+        vocab_and_rope_dims: true,
+    },
+    Arch {
+        hf: "MistralForCausalLM",
+        gguf: "llama",
+        permute_qk: true,
+        vocab_and_rope_dims: true,
+    },
+    Arch {
+        hf: "Qwen2ForCausalLM",
+        gguf: "qwen2",
+        permute_qk: false,
+        vocab_and_rope_dims: false,
+    },
 ];
 
 impl Arch {
@@ -33,11 +48,14 @@ impl Arch {
         if names.is_empty() {
             return Err(cfg.field_err("architectures", "missing or empty".into()));
         }
-        names.iter().find_map(|n| ARCHES.iter().find(|a| a.hf == n).copied()).ok_or_else(|| HfError::UnknownArchitecture {
-            path: cfg.path.clone(),
-            arch: names.join(", "),
-            known: ARCHES.iter().map(|a| a.hf).collect::<Vec<_>>().join(", "),
-        })
+        names
+            .iter()
+            .find_map(|n| ARCHES.iter().find(|a| a.hf == n).copied())
+            .ok_or_else(|| HfError::UnknownArchitecture {
+                path: cfg.path.clone(),
+                arch: names.join(", "),
+                known: ARCHES.iter().map(|a| a.hf).collect::<Vec<_>>().join(", "),
+            })
     }
 }
 
@@ -80,25 +98,41 @@ pub fn hparams(cfg: &Config, arch: &Arch) -> Result<(HParams, Vec<(String, MetaV
     let rms_eps = cfg.req_f64("rms_norm_eps")?;
     let rope_theta = cfg.opt_f64("rope_theta")?;
     let head_dim_cfg = cfg.opt_u64("head_dim")?;
-    for (k, v) in [("hidden_size", n_embd), ("num_hidden_layers", n_layer), ("num_attention_heads", n_head), ("intermediate_size", n_ff)] {
+    for (k, v) in [
+        ("hidden_size", n_embd),
+        ("num_hidden_layers", n_layer),
+        ("num_attention_heads", n_head),
+        ("intermediate_size", n_ff),
+    ] {
         if v == 0 || v > u32::MAX as u64 {
             return Err(cfg.field_err(k, format!("{v} is out of range")));
         }
     }
     let n_head_kv = n_head_kv_cfg.unwrap_or(n_head);
     if n_head_kv == 0 || n_head % n_head_kv != 0 {
-        return Err(cfg.field_err("num_key_value_heads", format!("{n_head_kv} does not divide num_attention_heads {n_head}")));
+        return Err(cfg.field_err(
+            "num_key_value_heads",
+            format!("{n_head_kv} does not divide num_attention_heads {n_head}"),
+        ));
     }
     let head_dim = match head_dim_cfg {
         Some(d) if d > 0 && d <= u32::MAX as u64 => d,
         Some(d) => return Err(cfg.field_err("head_dim", format!("{d} is out of range"))),
         None if n_embd % n_head == 0 => n_embd / n_head,
-        None => return Err(cfg.field_err("hidden_size", format!("{n_embd} is not a multiple of num_attention_heads {n_head}"))),
+        None => {
+            return Err(cfg.field_err(
+                "hidden_size",
+                format!("{n_embd} is not a multiple of num_attention_heads {n_head}"),
+            ))
+        }
     };
     let u32v = |v: u64| MetaValue::U32(v as u32);
     let mut md = vec![
         (format!("{a}.block_count"), u32v(n_layer)),
-        (format!("{a}.context_length"), u32v(n_ctx.min(u32::MAX as u64))),
+        (
+            format!("{a}.context_length"),
+            u32v(n_ctx.min(u32::MAX as u64)),
+        ),
         (format!("{a}.embedding_length"), u32v(n_embd)),
         (format!("{a}.feed_forward_length"), u32v(n_ff)),
         (format!("{a}.attention.head_count"), u32v(n_head)),
@@ -109,7 +143,10 @@ pub fn hparams(cfg: &Config, arch: &Arch) -> Result<(HParams, Vec<(String, MetaV
     if let Some(t) = rope_theta {
         md.push((format!("{a}.rope.freq_base"), MetaValue::F32(t as f32)));
     }
-    md.push((format!("{a}.attention.layer_norm_rms_epsilon"), MetaValue::F32(rms_eps as f32)));
+    md.push((
+        format!("{a}.attention.layer_norm_rms_epsilon"),
+        MetaValue::F32(rms_eps as f32),
+    ));
     if head_dim_cfg.is_some() {
         md.push((format!("{a}.attention.key_length"), u32v(head_dim)));
         md.push((format!("{a}.attention.value_length"), u32v(head_dim)));
@@ -121,11 +158,22 @@ pub fn hparams(cfg: &Config, arch: &Arch) -> Result<(HParams, Vec<(String, MetaV
         md.push((format!("{a}.rope.dimension_count"), u32v(head_dim)));
     }
     md.extend(rope_scaling_metadata(cfg, a)?);
-    Ok((HParams { n_layer, n_embd, n_head, n_head_kv, head_dim }, md))
+    Ok((
+        HParams {
+            n_layer,
+            n_embd,
+            n_head,
+            n_head_kv,
+            head_dim,
+        },
+        md,
+    ))
 }
 
 /// The `rope_scaling` object: its type (`type` or `rope_type`) and the factor.
-fn rope_scaling(cfg: &Config) -> Result<Option<(String, serde_json::Map<String, serde_json::Value>)>, HfError> {
+fn rope_scaling(
+    cfg: &Config,
+) -> Result<Option<(String, serde_json::Map<String, serde_json::Value>)>, HfError> {
     match cfg.json.get("rope_scaling") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Object(m)) => {
@@ -133,41 +181,72 @@ fn rope_scaling(cfg: &Config) -> Result<Option<(String, serde_json::Map<String, 
                 .get("rope_type")
                 .or_else(|| m.get("type"))
                 .and_then(|v| v.as_str())
-                .ok_or_else(|| cfg.field_err("rope_scaling.rope_type", "missing or not a string".into()))?;
+                .ok_or_else(|| {
+                    cfg.field_err("rope_scaling.rope_type", "missing or not a string".into())
+                })?;
             Ok(Some((ty.to_string(), m.clone())))
         }
         Some(_) => Err(cfg.field_err("rope_scaling", "is not an object".into())),
     }
 }
 
-fn scaling_f64(cfg: &Config, m: &serde_json::Map<String, serde_json::Value>, key: &str) -> Result<f64, HfError> {
+fn scaling_f64(
+    cfg: &Config,
+    m: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<f64, HfError> {
     m.get(key)
         .and_then(|v| v.as_f64())
         .filter(|v| v.is_finite())
-        .ok_or_else(|| cfg.field_err(&format!("rope_scaling.{key}"), "missing or not a finite number".into()))
+        .ok_or_else(|| {
+            cfg.field_err(
+                &format!("rope_scaling.{key}"),
+                "missing or not a finite number".into(),
+            )
+        })
 }
 
 fn rope_scaling_metadata(cfg: &Config, a: &str) -> Result<Vec<(String, MetaValue)>, HfError> {
-    let Some((ty, m)) = rope_scaling(cfg)? else { return Ok(vec![]) };
+    let Some((ty, m)) = rope_scaling(cfg)? else {
+        return Ok(vec![]);
+    };
     match ty.as_str() {
         "default" => Ok(vec![]),
         // Encoded as the rope_freqs.weight tensor instead (see `llama3_rope_factors`).
         "llama3" => Ok(vec![]),
         "linear" => Ok(vec![
-            (format!("{a}.rope.scaling.type"), MetaValue::string("linear")),
-            (format!("{a}.rope.scaling.factor"), MetaValue::F32(scaling_f64(cfg, &m, "factor")? as f32)),
+            (
+                format!("{a}.rope.scaling.type"),
+                MetaValue::string("linear"),
+            ),
+            (
+                format!("{a}.rope.scaling.factor"),
+                MetaValue::F32(scaling_f64(cfg, &m, "factor")? as f32),
+            ),
         ]),
         "yarn" => {
             let mut md = vec![
                 (format!("{a}.rope.scaling.type"), MetaValue::string("yarn")),
-                (format!("{a}.rope.scaling.factor"), MetaValue::F32(scaling_f64(cfg, &m, "factor")? as f32)),
+                (
+                    format!("{a}.rope.scaling.factor"),
+                    MetaValue::F32(scaling_f64(cfg, &m, "factor")? as f32),
+                ),
             ];
-            if let Some(orig) = m.get("original_max_position_embeddings").and_then(|v| v.as_u64()) {
-                md.push((format!("{a}.rope.scaling.original_context_length"), MetaValue::U32(orig.min(u32::MAX as u64) as u32)));
+            if let Some(orig) = m
+                .get("original_max_position_embeddings")
+                .and_then(|v| v.as_u64())
+            {
+                md.push((
+                    format!("{a}.rope.scaling.original_context_length"),
+                    MetaValue::U32(orig.min(u32::MAX as u64) as u32),
+                ));
             }
             Ok(md)
         }
-        other => Err(cfg.field_err("rope_scaling.rope_type", format!("'{other}' is not supported (known: default, linear, yarn, llama3)"))),
+        other => Err(cfg.field_err(
+            "rope_scaling.rope_type",
+            format!("'{other}' is not supported (known: default, linear, yarn, llama3)"),
+        )),
     }
 }
 
@@ -175,7 +254,9 @@ fn rope_scaling_metadata(cfg: &Config, a: &str) -> Result<Vec<(String, MetaValue
 /// which llama.cpp reads from a `rope_freqs.weight` tensor. `None` when the model has no such
 /// scaling.
 pub fn llama3_rope_factors(cfg: &Config, hp: &HParams) -> Result<Option<Vec<f32>>, HfError> {
-    let Some((ty, m)) = rope_scaling(cfg)? else { return Ok(None) };
+    let Some((ty, m)) = rope_scaling(cfg)? else {
+        return Ok(None);
+    };
     if ty != "llama3" {
         return Ok(None);
     }
@@ -185,7 +266,12 @@ pub fn llama3_rope_factors(cfg: &Config, hp: &HParams) -> Result<Option<Vec<f32>
     let high = scaling_f64(cfg, &m, "high_freq_factor")?;
     let old_ctx = scaling_f64(cfg, &m, "original_max_position_embeddings")?;
     if high <= low || factor <= 0.0 || low <= 0.0 {
-        return Err(cfg.field_err("rope_scaling", format!("factor {factor}, low_freq_factor {low}, high_freq_factor {high} are inconsistent")));
+        return Err(cfg.field_err(
+            "rope_scaling",
+            format!(
+                "factor {factor}, low_freq_factor {low}, high_freq_factor {high} are inconsistent"
+            ),
+        ));
     }
     let dim = hp.head_dim as f64;
     let low_wavelen = old_ctx / low;
@@ -220,7 +306,10 @@ pub fn map_tensor(name: &str, arch: &Arch, hp: &HParams) -> Option<Option<(Strin
     }
     let rest = name.strip_prefix("model.layers.")?;
     let (idx, suffix) = rest.split_once('.')?;
-    if idx.is_empty() || !idx.bytes().all(|b| b.is_ascii_digit()) || (idx.len() > 1 && idx.starts_with('0')) {
+    if idx.is_empty()
+        || !idx.bytes().all(|b| b.is_ascii_digit())
+        || (idx.len() > 1 && idx.starts_with('0'))
+    {
         return None;
     }
     let layer: u64 = idx.parse().ok()?;
@@ -234,7 +323,13 @@ pub fn map_tensor(name: &str, arch: &Arch, hp: &HParams) -> Option<Option<(Strin
     if kind != "weight" && kind != "bias" {
         return None;
     }
-    let rot = |heads: u64| if arch.permute_qk { Layout::RotaryPermute { heads } } else { Layout::Plain };
+    let rot = |heads: u64| {
+        if arch.permute_qk {
+            Layout::RotaryPermute { heads }
+        } else {
+            Layout::Plain
+        }
+    };
     let (gguf, layout) = match (module, kind) {
         ("input_layernorm", "weight") => ("attn_norm", Layout::Plain),
         ("post_attention_layernorm", "weight") => ("ffn_norm", Layout::Plain),
@@ -279,7 +374,9 @@ mod tests {
                 }
             }
         }
-        let got: Vec<usize> = (0..rows).map(|r| rotary_source_row(r, rows, heads)).collect();
+        let got: Vec<usize> = (0..rows)
+            .map(|r| rotary_source_row(r, rows, heads))
+            .collect();
         assert_eq!(got, expect);
         let mut sorted = got.clone();
         sorted.sort();
@@ -288,7 +385,13 @@ mod tests {
     }
 
     fn hp() -> HParams {
-        HParams { n_layer: 2, n_embd: 64, n_head: 4, n_head_kv: 2, head_dim: 16 }
+        HParams {
+            n_layer: 2,
+            n_embd: 64,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 16,
+        }
     }
 
     #[test]
@@ -297,16 +400,39 @@ mod tests {
         let qwen = ARCHES[2];
         assert_eq!(
             map_tensor("model.layers.1.self_attn.k_proj.weight", &llama, &hp()),
-            Some(Some(("blk.1.attn_k.weight".into(), Layout::RotaryPermute { heads: 2 })))
+            Some(Some((
+                "blk.1.attn_k.weight".into(),
+                Layout::RotaryPermute { heads: 2 }
+            )))
         );
         assert_eq!(
             map_tensor("model.layers.1.self_attn.q_proj.bias", &qwen, &hp()),
             Some(Some(("blk.1.attn_q.bias".into(), Layout::Plain)))
         );
-        assert_eq!(map_tensor("model.layers.2.mlp.up_proj.weight", &llama, &hp()), None, "layer out of range");
-        assert_eq!(map_tensor("model.layers.01.mlp.up_proj.weight", &llama, &hp()), None);
-        assert_eq!(map_tensor("model.layers.0.self_attn.rotary_emb.inv_freq", &llama, &hp()), Some(None));
-        assert_eq!(map_tensor("model.layers.0.mlp.experts.weight", &llama, &hp()), None);
-        assert_eq!(map_tensor("lm_head.weight", &llama, &hp()), Some(Some(("output.weight".into(), Layout::Plain))));
+        assert_eq!(
+            map_tensor("model.layers.2.mlp.up_proj.weight", &llama, &hp()),
+            None,
+            "layer out of range"
+        );
+        assert_eq!(
+            map_tensor("model.layers.01.mlp.up_proj.weight", &llama, &hp()),
+            None
+        );
+        assert_eq!(
+            map_tensor(
+                "model.layers.0.self_attn.rotary_emb.inv_freq",
+                &llama,
+                &hp()
+            ),
+            Some(None)
+        );
+        assert_eq!(
+            map_tensor("model.layers.0.mlp.experts.weight", &llama, &hp()),
+            None
+        );
+        assert_eq!(
+            map_tensor("lm_head.weight", &llama, &hp()),
+            Some(Some(("output.weight".into(), Layout::Plain)))
+        );
     }
 }

@@ -118,36 +118,55 @@ pub struct Config {
 impl Config {
     /// Read a JSON file whose top level is an object.
     pub fn load(path: &Path) -> Result<Config, HfError> {
-        let bytes = std::fs::read(path).map_err(|source| HfError::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| HfError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&bytes, path)
     }
 
     /// Parse JSON bytes whose top level is an object.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Config, HfError> {
-        let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| HfError::Json { path: path.to_path_buf(), message: format!("not valid JSON: {e}") })?;
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| HfError::Json {
+            path: path.to_path_buf(),
+            message: format!("not valid JSON: {e}"),
+        })?;
         match v {
-            Value::Object(json) => Ok(Config { path: path.to_path_buf(), json }),
-            _ => Err(HfError::Json { path: path.to_path_buf(), message: "top level is not a JSON object".into() }),
+            Value::Object(json) => Ok(Config {
+                path: path.to_path_buf(),
+                json,
+            }),
+            _ => Err(HfError::Json {
+                path: path.to_path_buf(),
+                message: "top level is not a JSON object".into(),
+            }),
         }
     }
 
     /// An error about `field` of this file.
     pub fn field_err(&self, field: &str, message: String) -> HfError {
-        HfError::Field { path: self.path.clone(), field: field.to_string(), message }
+        HfError::Field {
+            path: self.path.clone(),
+            field: field.to_string(),
+            message,
+        }
     }
 
     /// An optional non-negative integer (null counts as absent).
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, HfError> {
         match self.json.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.field_err(key, format!("{v} is not a non-negative integer"))),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.field_err(key, format!("{v} is not a non-negative integer"))),
         }
     }
 
     /// A required non-negative integer.
     pub fn req_u64(&self, key: &str) -> Result<u64, HfError> {
-        self.opt_u64(key)?.ok_or_else(|| self.field_err(key, "missing".into()))
+        self.opt_u64(key)?
+            .ok_or_else(|| self.field_err(key, "missing".into()))
     }
 
     /// An optional finite number.
@@ -164,7 +183,8 @@ impl Config {
 
     /// A required finite number.
     pub fn req_f64(&self, key: &str) -> Result<f64, HfError> {
-        self.opt_f64(key)?.ok_or_else(|| self.field_err(key, "missing".into()))
+        self.opt_f64(key)?
+            .ok_or_else(|| self.field_err(key, "missing".into()))
     }
 
     /// An optional string.
@@ -193,7 +213,11 @@ impl Config {
 /// Where a tensor's values come from.
 enum Backing {
     /// Stored in a shard: entry index in the set, and how to reorder rows.
-    Stored { entry: usize, dtype: Dtype, layout: Layout },
+    Stored {
+        entry: usize,
+        dtype: Dtype,
+        layout: Layout,
+    },
     /// Computed at open (e.g. Llama 3 `rope_freqs.weight`), little-endian F32 bytes.
     Computed(Vec<u8>),
 }
@@ -233,10 +257,17 @@ impl HfSource {
     /// tokenizer files from `config` (a directory, or a `config.json` whose directory holds the
     /// tokenizer files), defaulting to the weights' directory.
     pub fn open(weights: &Path, config: Option<&Path>) -> Result<HfSource, SourceError> {
-        let weights_dir = if weights.is_dir() { weights.to_path_buf() } else { weights.parent().unwrap_or(Path::new(".")).to_path_buf() };
+        let weights_dir = if weights.is_dir() {
+            weights.to_path_buf()
+        } else {
+            weights.parent().unwrap_or(Path::new(".")).to_path_buf()
+        };
         let (config_file, meta_dir) = match config {
             Some(c) if c.is_dir() => (c.join("config.json"), c.to_path_buf()),
-            Some(c) => (c.to_path_buf(), c.parent().unwrap_or(Path::new(".")).to_path_buf()),
+            Some(c) => (
+                c.to_path_buf(),
+                c.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            ),
             None => (weights_dir.join("config.json"), weights_dir.clone()),
         };
         let cfg = Config::load(&config_file)?;
@@ -245,7 +276,10 @@ impl HfSource {
         let set = SafetensorsSet::open(weights)?;
 
         let mut metadata = vec![
-            ("general.architecture".to_string(), MetaValue::string(arch.gguf)),
+            (
+                "general.architecture".to_string(),
+                MetaValue::string(arch.gguf),
+            ),
             ("general.type".to_string(), MetaValue::string("model")),
         ];
         let name = meta_dir
@@ -258,13 +292,25 @@ impl HfSource {
         metadata.extend(tokenizer::tokenizer_metadata(&meta_dir, &cfg, &arch)?);
 
         let (tensors, backing) = map_tensors(&set, &arch, &hp, &cfg)?;
-        Ok(HfSource { path: weights.to_path_buf(), set, metadata, tensors, backing, arch })
+        Ok(HfSource {
+            path: weights.to_path_buf(),
+            set,
+            metadata,
+            tensors,
+            backing,
+            arch,
+        })
     }
 }
 
 /// Map every stored tensor, check shapes, and order them like llama.cpp's converter output:
 /// embeddings, then layer by layer, then the final norm and output.
-fn map_tensors(set: &SafetensorsSet, arch: &Arch, hp: &HParams, cfg: &Config) -> Result<(Vec<SourceTensor>, Vec<Backing>), HfError> {
+fn map_tensors(
+    set: &SafetensorsSet,
+    arch: &Arch,
+    hp: &HParams,
+    cfg: &Config,
+) -> Result<(Vec<SourceTensor>, Vec<Backing>), HfError> {
     struct Item {
         key: (u8, u64, String),
         tensor: SourceTensor,
@@ -276,31 +322,55 @@ fn map_tensors(set: &SafetensorsSet, arch: &Arch, hp: &HParams, cfg: &Config) ->
         let name = &e.info.name;
         let path = set.file_path(e).to_path_buf();
         let Some(mapped) = arch::map_tensor(name, arch, hp) else {
-            return Err(HfError::UnknownTensor { path, tensor: name.clone(), arch: arch.hf.into() });
+            return Err(HfError::UnknownTensor {
+                path,
+                tensor: name.clone(),
+                arch: arch.hf.into(),
+            });
         };
-        let Some((gguf, layout)) = mapped else { continue };
+        let Some((gguf, layout)) = mapped else {
+            continue;
+        };
         let ty = match e.info.dtype {
             Dtype::F32 => GgmlType::F32,
             Dtype::F16 => GgmlType::F16,
             Dtype::BF16 => GgmlType::BF16,
-            d => return Err(HfError::UnsupportedDtype { path, tensor: name.clone(), dtype: d }),
+            d => {
+                return Err(HfError::UnsupportedDtype {
+                    path,
+                    tensor: name.clone(),
+                    dtype: d,
+                })
+            }
         };
-        let shape_err = |message: String| HfError::Shape { path: path.clone(), tensor: name.clone(), message };
+        let shape_err = |message: String| HfError::Shape {
+            path: path.clone(),
+            tensor: name.clone(),
+            message,
+        };
         let shape = &e.info.shape;
         if shape.is_empty() || shape.len() > 2 || shape.contains(&0) {
-            return Err(shape_err(format!("shape {shape:?}: expected a non-empty vector or matrix")));
+            return Err(shape_err(format!(
+                "shape {shape:?}: expected a non-empty vector or matrix"
+            )));
         }
         let dims: Vec<u64> = shape.iter().rev().copied().collect();
         if let Layout::RotaryPermute { heads } = layout {
             let rows = shape[0];
             if rows % (2 * heads) != 0 {
-                return Err(shape_err(format!("{rows} rows do not split into {heads} heads of an even size")));
+                return Err(shape_err(format!(
+                    "{rows} rows do not split into {heads} heads of an even size"
+                )));
             }
         }
         // llama.cpp keeps vectors (norms, biases) in F32.
         let ty = if dims.len() == 1 { GgmlType::F32 } else { ty };
         let key = if let Some(rest) = gguf.strip_prefix("blk.") {
-            let layer: u64 = rest.split('.').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let layer: u64 = rest
+                .split('.')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             (1, layer, name.clone())
         } else if gguf == "token_embd.weight" {
             (0, 0, name.clone())
@@ -309,8 +379,16 @@ fn map_tensors(set: &SafetensorsSet, arch: &Arch, hp: &HParams, cfg: &Config) ->
         };
         items.push(Item {
             key,
-            tensor: SourceTensor { name: gguf, dims, ty },
-            backing: Backing::Stored { entry: ei, dtype: e.info.dtype, layout },
+            tensor: SourceTensor {
+                name: gguf,
+                dims,
+                ty,
+            },
+            backing: Backing::Stored {
+                entry: ei,
+                dtype: e.info.dtype,
+                layout,
+            },
             hf: name.clone(),
         });
     }
@@ -318,7 +396,11 @@ fn map_tensors(set: &SafetensorsSet, arch: &Arch, hp: &HParams, cfg: &Config) ->
         let bytes = factors.iter().flat_map(|f| f.to_le_bytes()).collect();
         items.push(Item {
             key: (0, 1, String::new()),
-            tensor: SourceTensor { name: "rope_freqs.weight".into(), dims: vec![factors.len() as u64], ty: GgmlType::F32 },
+            tensor: SourceTensor {
+                name: "rope_freqs.weight".into(),
+                dims: vec![factors.len() as u64],
+                ty: GgmlType::F32,
+            },
             backing: Backing::Computed(bytes),
             hf: "rope_scaling".into(),
         });
@@ -329,11 +411,20 @@ fn map_tensors(set: &SafetensorsSet, arch: &Arch, hp: &HParams, cfg: &Config) ->
     for w in by_gguf.windows(2) {
         let (a, b) = (&items[w[0]], &items[w[1]]);
         if a.tensor.name == b.tensor.name {
-            return Err(HfError::DuplicateTarget { path: cfg.path.clone(), first: a.hf.clone(), second: b.hf.clone(), gguf: a.tensor.name.clone() });
+            return Err(HfError::DuplicateTarget {
+                path: cfg.path.clone(),
+                first: a.hf.clone(),
+                second: b.hf.clone(),
+                gguf: a.tensor.name.clone(),
+            });
         }
     }
     if !items.iter().any(|i| i.tensor.name == "token_embd.weight") {
-        return Err(HfError::UnknownTensor { path: cfg.path.clone(), tensor: "model.embed_tokens.weight (missing)".into(), arch: arch.hf.into() });
+        return Err(HfError::UnknownTensor {
+            path: cfg.path.clone(),
+            tensor: "model.embed_tokens.weight (missing)".into(),
+            arch: arch.hf.into(),
+        });
     }
     Ok(items.into_iter().map(|i| (i.tensor, i.backing)).unzip())
 }
@@ -377,17 +468,29 @@ impl TensorSource for HfSource {
         let t = &self.tensors[index];
         match &self.backing[index] {
             Backing::Computed(b) => Some(b),
-            Backing::Stored { entry, dtype, layout } => {
+            Backing::Stored {
+                entry,
+                dtype,
+                layout,
+            } => {
                 let same_type = matches!(
                     (dtype, t.ty),
-                    (Dtype::F32, GgmlType::F32) | (Dtype::F16, GgmlType::F16) | (Dtype::BF16, GgmlType::BF16)
+                    (Dtype::F32, GgmlType::F32)
+                        | (Dtype::F16, GgmlType::F16)
+                        | (Dtype::BF16, GgmlType::BF16)
                 );
-                (same_type && *layout == Layout::Plain).then(|| self.set.data(&self.set.entries()[*entry]))
+                (same_type && *layout == Layout::Plain)
+                    .then(|| self.set.data(&self.set.entries()[*entry]))
             }
         }
     }
 
-    fn read_rows(&self, index: usize, first_row: usize, out: &mut [f32]) -> Result<(), SourceError> {
+    fn read_rows(
+        &self,
+        index: usize,
+        first_row: usize,
+        out: &mut [f32],
+    ) -> Result<(), SourceError> {
         let t = &self.tensors[index];
         let row_len = t.row_len();
         let n_rows = t.n_rows();
@@ -406,7 +509,11 @@ impl TensorSource for HfSource {
                 let start = first_row * row_len * 4;
                 decode(Dtype::F32, &b[start..start + out.len() * 4], out);
             }
-            Backing::Stored { entry, dtype, layout } => {
+            Backing::Stored {
+                entry,
+                dtype,
+                layout,
+            } => {
                 let data = self.set.data(&self.set.entries()[*entry]);
                 let es = dtype.size() as usize;
                 match (*layout, t.dims.len()) {

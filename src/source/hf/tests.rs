@@ -8,7 +8,10 @@ fn write_st(path: &Path, tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) {
     for (name, dtype, shape, bytes) in tensors {
         let begin = data.len();
         data.extend_from_slice(bytes);
-        header.insert((*name).into(), json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]}));
+        header.insert(
+            (*name).into(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]}),
+        );
     }
     let h = serde_json::Value::Object(header).to_string();
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -22,7 +25,9 @@ fn f32s(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
 }
 
 fn bf16s(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
-    v.into_iter().flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes()).collect()
+    v.into_iter()
+        .flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+        .collect()
 }
 
 /// A 1-layer llama-like model: width 8, 2 heads of 4, 1 KV head, vocab 6.
@@ -53,18 +58,75 @@ fn tiny(dir: &Path, arch: &str, extra_cfg: serde_json::Value) {
     write_st(
         &dir.join("model.safetensors"),
         &[
-            ("model.embed_tokens.weight", "BF16", vec![6, 8], bf16s(seq(48))),
+            (
+                "model.embed_tokens.weight",
+                "BF16",
+                vec![6, 8],
+                bf16s(seq(48)),
+            ),
             ("model.norm.weight", "BF16", vec![8], bf16s(seq(8))),
-            ("model.layers.0.input_layernorm.weight", "F32", vec![8], f32s(seq(8))),
-            ("model.layers.0.post_attention_layernorm.weight", "F32", vec![8], f32s(seq(8))),
-            ("model.layers.0.self_attn.q_proj.weight", "F32", vec![8, 8], f32s(seq(64))),
-            ("model.layers.0.self_attn.k_proj.weight", "F32", vec![4, 8], f32s(seq(32))),
-            ("model.layers.0.self_attn.v_proj.weight", "F32", vec![4, 8], f32s(seq(32))),
-            ("model.layers.0.self_attn.o_proj.weight", "F32", vec![8, 8], f32s(seq(64))),
-            ("model.layers.0.mlp.gate_proj.weight", "F16", vec![16, 8], seq(128).flat_map(|x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect()),
-            ("model.layers.0.mlp.up_proj.weight", "F32", vec![16, 8], f32s(seq(128))),
-            ("model.layers.0.mlp.down_proj.weight", "F32", vec![8, 16], f32s(seq(128))),
-            ("model.layers.0.self_attn.rotary_emb.inv_freq", "F32", vec![2], f32s(seq(2))),
+            (
+                "model.layers.0.input_layernorm.weight",
+                "F32",
+                vec![8],
+                f32s(seq(8)),
+            ),
+            (
+                "model.layers.0.post_attention_layernorm.weight",
+                "F32",
+                vec![8],
+                f32s(seq(8)),
+            ),
+            (
+                "model.layers.0.self_attn.q_proj.weight",
+                "F32",
+                vec![8, 8],
+                f32s(seq(64)),
+            ),
+            (
+                "model.layers.0.self_attn.k_proj.weight",
+                "F32",
+                vec![4, 8],
+                f32s(seq(32)),
+            ),
+            (
+                "model.layers.0.self_attn.v_proj.weight",
+                "F32",
+                vec![4, 8],
+                f32s(seq(32)),
+            ),
+            (
+                "model.layers.0.self_attn.o_proj.weight",
+                "F32",
+                vec![8, 8],
+                f32s(seq(64)),
+            ),
+            (
+                "model.layers.0.mlp.gate_proj.weight",
+                "F16",
+                vec![16, 8],
+                seq(128)
+                    .flat_map(|x| half::f16::from_f32(x).to_bits().to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "model.layers.0.mlp.up_proj.weight",
+                "F32",
+                vec![16, 8],
+                f32s(seq(128)),
+            ),
+            (
+                "model.layers.0.mlp.down_proj.weight",
+                "F32",
+                vec![8, 16],
+                f32s(seq(128)),
+            ),
+            (
+                "model.layers.0.self_attn.rotary_emb.inv_freq",
+                "F32",
+                vec![2],
+                f32s(seq(2)),
+            ),
         ],
     );
 }
@@ -86,46 +148,109 @@ fn llama_metadata_names_and_permutation() {
     let d = tempfile::tempdir().unwrap();
     tiny(d.path(), "LlamaForCausalLM", json!({}));
     let s = HfSource::open(d.path(), None).unwrap();
-    assert_eq!(meta(&s, "general.architecture").unwrap().as_str(), Some("llama"));
-    assert_eq!(meta(&s, "llama.attention.head_count_kv").unwrap().as_u64(), Some(1));
-    assert_eq!(meta(&s, "llama.rope.dimension_count").unwrap().as_u64(), Some(4));
+    assert_eq!(
+        meta(&s, "general.architecture").unwrap().as_str(),
+        Some("llama")
+    );
+    assert_eq!(
+        meta(&s, "llama.attention.head_count_kv").unwrap().as_u64(),
+        Some(1)
+    );
+    assert_eq!(
+        meta(&s, "llama.rope.dimension_count").unwrap().as_u64(),
+        Some(4)
+    );
     assert_eq!(meta(&s, "llama.vocab_size").unwrap().as_u64(), Some(6));
-    assert_eq!(meta(&s, "tokenizer.ggml.pre").unwrap().as_str(), Some("smollm"));
-    assert_eq!(meta(&s, "tokenizer.ggml.bos_token_id").unwrap().as_u64(), Some(0));
-    assert_eq!(meta(&s, "tokenizer.ggml.eos_token_id").unwrap().as_u64(), Some(0));
-    assert_eq!(meta(&s, "tokenizer.ggml.add_bos_token").unwrap().as_bool(), Some(false));
-    assert_eq!(meta(&s, "tokenizer.chat_template").unwrap().as_str(), Some("{{x}}"));
-    let toks = meta(&s, "tokenizer.ggml.tokens").unwrap().as_array().unwrap().strings().unwrap();
-    assert_eq!(toks, vec!["<|endoftext|>", "a", "b", "ab", "<tool>", "[PAD5]"]);
-    let types = meta(&s, "tokenizer.ggml.token_type").unwrap().as_array().unwrap().clone();
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.pre").unwrap().as_str(),
+        Some("smollm")
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.bos_token_id").unwrap().as_u64(),
+        Some(0)
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.eos_token_id").unwrap().as_u64(),
+        Some(0)
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.add_bos_token").unwrap().as_bool(),
+        Some(false)
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.chat_template").unwrap().as_str(),
+        Some("{{x}}")
+    );
+    let toks = meta(&s, "tokenizer.ggml.tokens")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .strings()
+        .unwrap();
+    assert_eq!(
+        toks,
+        vec!["<|endoftext|>", "a", "b", "ab", "<tool>", "[PAD5]"]
+    );
+    let types = meta(&s, "tokenizer.ggml.token_type")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(types, crate::gguf::MetaArray::I32(vec![3, 1, 1, 1, 4, 5]));
-    let merges = meta(&s, "tokenizer.ggml.merges").unwrap().as_array().unwrap().strings().unwrap();
+    let merges = meta(&s, "tokenizer.ggml.merges")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .strings()
+        .unwrap();
     assert_eq!(merges, vec!["a b"]);
 
     let names: Vec<&str> = s.tensors().iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names[0], "token_embd.weight");
     assert_eq!(*names.last().unwrap(), "output_norm.weight");
-    assert!(!names.iter().any(|n| n.contains("inv_freq") || n.contains("rotary")));
+    assert!(!names
+        .iter()
+        .any(|n| n.contains("inv_freq") || n.contains("rotary")));
     assert_eq!(names.len(), 11);
     let emb = &s.tensors()[0];
     assert_eq!((emb.dims.clone(), emb.ty), (vec![8, 6], GgmlType::BF16));
     assert!(s.raw(0).is_some(), "BF16 matrix is copied as is");
-    let norm = s.tensors().iter().position(|t| t.name == "output_norm.weight").unwrap();
+    let norm = s
+        .tensors()
+        .iter()
+        .position(|t| t.name == "output_norm.weight")
+        .unwrap();
     assert_eq!(s.tensors()[norm].ty, GgmlType::F32, "vectors become F32");
     assert!(s.raw(norm).is_none());
-    assert_eq!(rows(&s, "output_norm.weight"), (0..8).map(|i| i as f32).collect::<Vec<_>>());
+    assert_eq!(
+        rows(&s, "output_norm.weight"),
+        (0..8).map(|i| i as f32).collect::<Vec<_>>()
+    );
     assert_eq!(rows(&s, "blk.0.ffn_gate.weight")[127], 127.0);
 
     // Q: 2 heads of 4 rows; GGUF row order within a head is 0, 2, 1, 3.
     let q = rows(&s, "blk.0.attn_q.weight");
     let row_of = |v: &[f32], r: usize| v[r * 8] as usize / 8;
-    assert_eq!((0..8).map(|r| row_of(&q, r)).collect::<Vec<_>>(), vec![0, 2, 1, 3, 4, 6, 5, 7]);
+    assert_eq!(
+        (0..8).map(|r| row_of(&q, r)).collect::<Vec<_>>(),
+        vec![0, 2, 1, 3, 4, 6, 5, 7]
+    );
     let k = rows(&s, "blk.0.attn_k.weight");
-    assert_eq!((0..4).map(|r| row_of(&k, r)).collect::<Vec<_>>(), vec![0, 2, 1, 3]);
+    assert_eq!(
+        (0..4).map(|r| row_of(&k, r)).collect::<Vec<_>>(),
+        vec![0, 2, 1, 3]
+    );
     let v = rows(&s, "blk.0.attn_v.weight");
-    assert_eq!((0..4).map(|r| row_of(&v, r)).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(
+        (0..4).map(|r| row_of(&v, r)).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
     // Reading from a row offset gives the same rows.
-    let qi = s.tensors().iter().position(|t| t.name == "blk.0.attn_q.weight").unwrap();
+    let qi = s
+        .tensors()
+        .iter()
+        .position(|t| t.name == "blk.0.attn_q.weight")
+        .unwrap();
     let mut two = vec![0f32; 16];
     s.read_rows(qi, 5, &mut two).unwrap();
     assert_eq!(&two[..], &q[40..56]);
@@ -139,20 +264,33 @@ fn qwen2_is_not_permuted_and_unknowns_are_errors() {
     // A Digits pre-tokenizer is SmolLM's, which is llama-arch only.
     let e = HfSource::open(d.path(), None).err().unwrap().to_string();
     assert!(e.contains("pre_tokenizer") && e.contains("Digits"), "{e}");
-    let mut tok: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("tokenizer.json")).unwrap()).unwrap();
+    let mut tok: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("tokenizer.json")).unwrap()).unwrap();
     tok["pre_tokenizer"] = json!({"type": "Sequence", "pretokenizers": [
         {"type": "Split", "pattern": {"Regex": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"}, "behavior": "Isolated", "invert": false},
         {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]});
     std::fs::write(d.path().join("tokenizer.json"), tok.to_string()).unwrap();
     let s = HfSource::open(d.path(), None).unwrap();
-    assert_eq!(meta(&s, "tokenizer.ggml.pre").unwrap().as_str(), Some("qwen2"));
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.pre").unwrap().as_str(),
+        Some("qwen2")
+    );
     assert!(meta(&s, "qwen2.rope.dimension_count").is_none());
     let q = rows(&s, "blk.0.attn_q.weight");
     assert_eq!(q[8], 8.0, "rows in HF order");
 
-    std::fs::write(d.path().join("config.json"), json!({"architectures": ["GPTNeoXForCausalLM"]}).to_string()).unwrap();
+    std::fs::write(
+        d.path().join("config.json"),
+        json!({"architectures": ["GPTNeoXForCausalLM"]}).to_string(),
+    )
+    .unwrap();
     let e = HfSource::open(d.path(), None).err().unwrap().to_string();
-    assert!(e.contains("config.json") && e.contains("GPTNeoXForCausalLM") && e.contains("not supported"), "{e}");
+    assert!(
+        e.contains("config.json")
+            && e.contains("GPTNeoXForCausalLM")
+            && e.contains("not supported"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -160,16 +298,44 @@ fn bad_tensors_and_config_fields_are_named() {
     let d = tempfile::tempdir().unwrap();
     tiny(d.path(), "LlamaForCausalLM", json!({"rms_norm_eps": "x"}));
     let e = HfSource::open(d.path(), None).err().unwrap().to_string();
-    assert!(e.contains("config.json") && e.contains("rms_norm_eps"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("rms_norm_eps"),
+        "{e}"
+    );
 
     tiny(d.path(), "LlamaForCausalLM", json!({}));
-    write_st(&d.path().join("model.safetensors"), &[("model.embed_tokens.weight", "I64", vec![1], vec![0; 8])]);
+    write_st(
+        &d.path().join("model.safetensors"),
+        &[("model.embed_tokens.weight", "I64", vec![1], vec![0; 8])],
+    );
     let e = HfSource::open(d.path(), None).err().unwrap().to_string();
-    assert!(e.contains("model.embed_tokens.weight") && e.contains("I64"), "{e}");
-    write_st(&d.path().join("model.safetensors"), &[("model.layers.0.mlp.experts.0.w1.weight", "F32", vec![1], vec![0; 4])]);
+    assert!(
+        e.contains("model.embed_tokens.weight") && e.contains("I64"),
+        "{e}"
+    );
+    write_st(
+        &d.path().join("model.safetensors"),
+        &[(
+            "model.layers.0.mlp.experts.0.w1.weight",
+            "F32",
+            vec![1],
+            vec![0; 4],
+        )],
+    );
     let e = HfSource::open(d.path(), None).err().unwrap().to_string();
-    assert!(e.contains("model.layers.0.mlp.experts.0.w1.weight") && e.contains("not part of"), "{e}");
-    write_st(&d.path().join("model.safetensors"), &[("model.layers.0.self_attn.q_proj.weight", "F32", vec![6, 1], vec![0; 24])]);
+    assert!(
+        e.contains("model.layers.0.mlp.experts.0.w1.weight") && e.contains("not part of"),
+        "{e}"
+    );
+    write_st(
+        &d.path().join("model.safetensors"),
+        &[(
+            "model.layers.0.self_attn.q_proj.weight",
+            "F32",
+            vec![6, 1],
+            vec![0; 24],
+        )],
+    );
     let e = HfSource::open(d.path(), None).err().unwrap().to_string();
     assert!(e.contains("q_proj") && e.contains("heads"), "{e}");
 }
@@ -187,9 +353,16 @@ fn llama3_rope_factors() {
     // head_dim 4, theta 1e4: wavelengths 2π (< 8/4 = 2? no: 6.28 > 2) and 2π·100; low wavelen 8.
     // pair 0: 6.28 between 2 and 8 → smoothed; pair 1: 628 > 8 → factor 8.
     let smooth = (8.0 / (2.0 * std::f64::consts::PI) - 1.0) / 3.0;
-    assert!((f[0] as f64 - 1.0 / ((1.0 - smooth) / 8.0 + smooth)).abs() < 1e-6, "{f:?}");
+    assert!(
+        (f[0] as f64 - 1.0 / ((1.0 - smooth) / 8.0 + smooth)).abs() < 1e-6,
+        "{f:?}"
+    );
     assert_eq!(f[1], 8.0);
-    tiny(d.path(), "LlamaForCausalLM", json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}}));
+    tiny(
+        d.path(),
+        "LlamaForCausalLM",
+        json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}}),
+    );
     let e = HfSource::open(d.path(), None).err().unwrap().to_string();
     assert!(e.contains("rope_scaling") && e.contains("dynamic"), "{e}");
 }

@@ -40,15 +40,21 @@ fn ty(v: &Value) -> &str {
 
 fn is_byte_level(v: &Value, use_regex: bool) -> bool {
     ty(v) == "ByteLevel"
-        && !v.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(true)
+        && !v
+            .get("add_prefix_space")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
         && v.get("use_regex").and_then(Value::as_bool).unwrap_or(true) == use_regex
 }
 
 fn summarize(v: &Value) -> String {
     match ty(v) {
         "Sequence" => {
-            let parts: Vec<String> =
-                v.get("pretokenizers").and_then(Value::as_array).map(|a| a.iter().map(summarize).collect()).unwrap_or_default();
+            let parts: Vec<String> = v
+                .get("pretokenizers")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(summarize).collect())
+                .unwrap_or_default();
             format!("Sequence[{}]", parts.join(", "))
         }
         "Split" => {
@@ -65,15 +71,28 @@ fn summarize(v: &Value) -> String {
 /// structure and regex, not by a hash of a reference tokenisation).
 pub fn pre_tokenizer_name(pre: &Value, arch: &Arch, path: &Path) -> Result<&'static str, HfError> {
     let parts: Vec<&Value> = match ty(pre) {
-        "Sequence" => pre.get("pretokenizers").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default(),
+        "Sequence" => pre
+            .get("pretokenizers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
         _ => vec![pre],
     };
     let found = match parts.as_slice() {
         [split, bl] if ty(split) == "Split" && is_byte_level(bl, false) => {
-            let regex = split.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str);
+            let regex = split
+                .get("pattern")
+                .and_then(|p| p.get("Regex"))
+                .and_then(Value::as_str);
             let isolated = split.get("behavior").and_then(Value::as_str) == Some("Isolated")
-                && !split.get("invert").and_then(Value::as_bool).unwrap_or(false);
-            regex.filter(|_| isolated).and_then(|r| SPLIT_REGEXES.iter().find(|(re, _)| *re == r)).map(|(_, n)| *n)
+                && !split
+                    .get("invert")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+            regex
+                .filter(|_| isolated)
+                .and_then(|r| SPLIT_REGEXES.iter().find(|(re, _)| *re == r))
+                .map(|(_, n)| *n)
         }
         // Digits split one by one, then GPT-2's byte-level regex: SmolLM's tokenizer (llama.cpp
         // calls the same layout "starcoder" for StarCoder models, which are not llama-arch).
@@ -111,20 +130,34 @@ fn read_optional(path: &Path) -> Result<Option<Config>, HfError> {
 }
 
 /// Build the `tokenizer.*` metadata from the files in `dir` and `config.json`.
-pub fn tokenizer_metadata(dir: &Path, config: &Config, arch: &Arch) -> Result<Vec<(String, MetaValue)>, HfError> {
+pub fn tokenizer_metadata(
+    dir: &Path,
+    config: &Config,
+    arch: &Arch,
+) -> Result<Vec<(String, MetaValue)>, HfError> {
     let tok_path = dir.join("tokenizer.json");
     if !tok_path.is_file() {
         return Err(HfError::Io {
             path: tok_path,
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer.json is required (llama.cpp needs the vocabulary)"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "tokenizer.json is required (llama.cpp needs the vocabulary)",
+            ),
         });
     }
     let tok = Config::load(&tok_path)?;
     let tcfg = read_optional(&dir.join("tokenizer_config.json"))?;
-    let model = tok.json.get("model").and_then(Value::as_object).ok_or_else(|| tok.field_err("model", "missing or not an object".into()))?;
+    let model = tok
+        .json
+        .get("model")
+        .and_then(Value::as_object)
+        .ok_or_else(|| tok.field_err("model", "missing or not an object".into()))?;
     let model_type = model.get("type").and_then(Value::as_str).unwrap_or("");
     if model_type != "BPE" {
-        return Err(tok.field_err("model.type", format!("'{model_type}' is not supported (byte-level BPE is)")));
+        return Err(tok.field_err(
+            "model.type",
+            format!("'{model_type}' is not supported (byte-level BPE is)"),
+        ));
     }
     if model.get("byte_fallback").and_then(Value::as_bool) == Some(true) {
         return Err(tok.field_err(
@@ -132,16 +165,31 @@ pub fn tokenizer_metadata(dir: &Path, config: &Config, arch: &Arch) -> Result<Ve
             "SentencePiece-style BPE (Llama 2, Mistral) is not supported yet; only byte-level BPE tokenizers are".into(),
         ));
     }
-    let pre = tok.json.get("pre_tokenizer").cloned().unwrap_or(Value::Null);
+    let pre = tok
+        .json
+        .get("pre_tokenizer")
+        .cloned()
+        .unwrap_or(Value::Null);
     let pre_name = pre_tokenizer_name(&pre, arch, &tok.path)?;
 
     // id → token, from the vocabulary and the added tokens.
-    let vocab = model.get("vocab").and_then(Value::as_object).ok_or_else(|| tok.field_err("model.vocab", "missing or not an object".into()))?;
+    let vocab = model
+        .get("vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| tok.field_err("model.vocab", "missing or not an object".into()))?;
     let mut by_id: HashMap<u64, (&str, i32)> = HashMap::with_capacity(vocab.len());
     for (t, id) in vocab {
-        let id = id.as_u64().ok_or_else(|| tok.field_err(&format!("model.vocab '{t}'"), "id is not a non-negative integer".into()))?;
+        let id = id.as_u64().ok_or_else(|| {
+            tok.field_err(
+                &format!("model.vocab '{t}'"),
+                "id is not a non-negative integer".into(),
+            )
+        })?;
         if let Some((other, _)) = by_id.insert(id, (t, token_type::NORMAL)) {
-            return Err(tok.field_err("model.vocab", format!("id {id} is used by both '{other}' and '{t}'")));
+            return Err(tok.field_err(
+                "model.vocab",
+                format!("id {id} is used by both '{other}' and '{t}'"),
+            ));
         }
     }
     let added = match tok.json.get("added_tokens") {
@@ -152,17 +200,32 @@ pub fn tokenizer_metadata(dir: &Path, config: &Config, arch: &Arch) -> Result<Ve
     let mut added_ids: HashMap<&str, u64> = HashMap::new();
     for (i, a) in added.iter().enumerate() {
         let field = format!("added_tokens[{i}]");
-        let id = a.get("id").and_then(Value::as_u64).ok_or_else(|| tok.field_err(&field, "'id' missing or not an integer".into()))?;
-        let content = a.get("content").and_then(Value::as_str).ok_or_else(|| tok.field_err(&field, "'content' missing or not a string".into()))?;
+        let id = a
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| tok.field_err(&field, "'id' missing or not an integer".into()))?;
+        let content = a
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| tok.field_err(&field, "'content' missing or not a string".into()))?;
         let special = a.get("special").and_then(Value::as_bool).unwrap_or(false);
-        let tt = if special || looks_special(content) { token_type::CONTROL } else { token_type::USER_DEFINED };
+        let tt = if special || looks_special(content) {
+            token_type::CONTROL
+        } else {
+            token_type::USER_DEFINED
+        };
         by_id.insert(id, (content, tt));
         added_ids.entry(content).or_insert(id);
     }
     let max_id = by_id.keys().copied().max().unwrap_or(0);
     let n_vocab = match config.opt_u64("vocab_size")? {
         Some(n) if n > max_id => n,
-        Some(n) => return Err(config.field_err("vocab_size", format!("{n} but {} uses id {max_id}", tok.path.display()))),
+        Some(n) => {
+            return Err(config.field_err(
+                "vocab_size",
+                format!("{n} but {} uses id {max_id}", tok.path.display()),
+            ))
+        }
         None => max_id + 1,
     };
     if n_vocab > (1 << 24) {
@@ -184,7 +247,10 @@ pub fn tokenizer_metadata(dir: &Path, config: &Config, arch: &Arch) -> Result<Ve
     }
 
     // Merges: "a b" strings, or [a, b] pairs whose spaces are written as U+0120 ('Ġ').
-    let merges_v = model.get("merges").and_then(Value::as_array).ok_or_else(|| tok.field_err("model.merges", "missing or not a list".into()))?;
+    let merges_v = model
+        .get("merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| tok.field_err("model.merges", "missing or not a list".into()))?;
     let mut merges = Vec::with_capacity(merges_v.len());
     for (i, m) in merges_v.iter().enumerate() {
         let s = match m {
@@ -193,19 +259,45 @@ pub fn tokenizer_metadata(dir: &Path, config: &Config, arch: &Arch) -> Result<Ve
                 let enc = |v: &Value| v.as_str().unwrap_or_default().replace(' ', "\u{120}");
                 format!("{} {}", enc(&p[0]), enc(&p[1]))
             }
-            _ => return Err(tok.field_err(&format!("model.merges[{i}]"), "is neither a string nor a pair of strings".into())),
+            _ => {
+                return Err(tok.field_err(
+                    &format!("model.merges[{i}]"),
+                    "is neither a string nor a pair of strings".into(),
+                ))
+            }
         };
         merges.push(s.into_bytes());
     }
 
     let mut md = vec![
-        ("tokenizer.ggml.model".to_string(), MetaValue::string("gpt2")),
-        ("tokenizer.ggml.pre".to_string(), MetaValue::string(pre_name)),
-        ("tokenizer.ggml.tokens".to_string(), MetaValue::Array(MetaArray::String(tokens))),
-        ("tokenizer.ggml.token_type".to_string(), MetaValue::Array(MetaArray::I32(types))),
-        ("tokenizer.ggml.merges".to_string(), MetaValue::Array(MetaArray::String(merges))),
+        (
+            "tokenizer.ggml.model".to_string(),
+            MetaValue::string("gpt2"),
+        ),
+        (
+            "tokenizer.ggml.pre".to_string(),
+            MetaValue::string(pre_name),
+        ),
+        (
+            "tokenizer.ggml.tokens".to_string(),
+            MetaValue::Array(MetaArray::String(tokens)),
+        ),
+        (
+            "tokenizer.ggml.token_type".to_string(),
+            MetaValue::Array(MetaArray::I32(types)),
+        ),
+        (
+            "tokenizer.ggml.merges".to_string(),
+            MetaValue::Array(MetaArray::String(merges)),
+        ),
     ];
-    md.extend(special_tokens(&tok, tcfg.as_ref(), config, &added_ids, n_vocab)?);
+    md.extend(special_tokens(
+        &tok,
+        tcfg.as_ref(),
+        config,
+        &added_ids,
+        n_vocab,
+    )?);
     md.extend(chat_template(dir, tcfg.as_ref())?);
     Ok(md)
 }
@@ -248,8 +340,17 @@ fn special_tokens(
             None => vec![pp],
         };
         for p in procs.into_iter().filter(|p| ty(p) == "TemplateProcessing") {
-            let single = p.get("single").and_then(Value::as_array).cloned().unwrap_or_default();
-            let special_id = |v: Option<&Value>| v.and_then(|e| e.get("SpecialToken")).and_then(|s| s.get("id")).and_then(Value::as_str).map(str::to_string);
+            let single = p
+                .get("single")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let special_id = |v: Option<&Value>| {
+                v.and_then(|e| e.get("SpecialToken"))
+                    .and_then(|s| s.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
             if let Some(first) = special_id(single.first()) {
                 add.push(("bos", Some(&first) == bos.as_ref()));
             }
@@ -259,7 +360,10 @@ fn special_tokens(
         }
     }
     for &(typ, _) in SPECIAL {
-        if let Some(flag) = tcfg.and_then(|c| c.json.get(&format!("add_{typ}_token"))).and_then(Value::as_bool) {
+        if let Some(flag) = tcfg
+            .and_then(|c| c.json.get(&format!("add_{typ}_token")))
+            .and_then(Value::as_bool)
+        {
             add.retain(|(t, _)| *t != typ);
             add.push((typ, flag));
         }
@@ -269,7 +373,11 @@ fn special_tokens(
                 continue;
             }
         }
-        if let Some(id) = config.json.get(&format!("{typ}_token_id")).and_then(Value::as_u64) {
+        if let Some(id) = config
+            .json
+            .get(&format!("{typ}_token_id"))
+            .and_then(Value::as_u64)
+        {
             if id < n_vocab {
                 ids.push((typ, id));
             }
@@ -283,21 +391,30 @@ fn special_tokens(
     }
     for typ in ["bos", "eos", "sep"] {
         if let Some((_, flag)) = add.iter().find(|(t, _)| *t == typ) {
-            md.push((format!("tokenizer.ggml.add_{typ}_token"), MetaValue::Bool(*flag)));
+            md.push((
+                format!("tokenizer.ggml.add_{typ}_token"),
+                MetaValue::Bool(*flag),
+            ));
         }
     }
     Ok(md)
 }
 
 fn chat_template(dir: &Path, tcfg: Option<&Config>) -> Result<Vec<(String, MetaValue)>, HfError> {
-    let from_config = tcfg.and_then(|c| c.json.get("chat_template")).filter(|v| !v.is_null()).cloned();
+    let from_config = tcfg
+        .and_then(|c| c.json.get("chat_template"))
+        .filter(|v| !v.is_null())
+        .cloned();
     let tpl = match from_config {
         Some(v) => Some(v),
         None => {
             let jinja = dir.join("chat_template.jinja");
             let json = dir.join("chat_template.json");
             if jinja.is_file() {
-                let s = std::fs::read_to_string(&jinja).map_err(|source| HfError::Io { path: jinja.clone(), source })?;
+                let s = std::fs::read_to_string(&jinja).map_err(|source| HfError::Io {
+                    path: jinja.clone(),
+                    source,
+                })?;
                 Some(Value::String(s))
             } else if let Some(c) = read_optional(&json)? {
                 c.json.get("chat_template").cloned()
@@ -309,28 +426,51 @@ fn chat_template(dir: &Path, tcfg: Option<&Config>) -> Result<Vec<(String, MetaV
     let mut md = Vec::new();
     match tpl {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) => md.push(("tokenizer.chat_template".to_string(), MetaValue::string(&s))),
+        Some(Value::String(s)) => {
+            md.push(("tokenizer.chat_template".to_string(), MetaValue::string(&s)))
+        }
         Some(Value::Array(list)) => {
             let mut names = Vec::new();
             for (i, e) in list.iter().enumerate() {
-                let (Some(name), Some(t)) = (e.get("name").and_then(Value::as_str), e.get("template").and_then(Value::as_str)) else {
-                    let path = tcfg.map(|c| c.path.clone()).unwrap_or_else(|| dir.join("tokenizer_config.json"));
-                    return Err(HfError::Field { path, field: format!("chat_template[{i}]"), message: "needs 'name' and 'template' strings".into() });
+                let (Some(name), Some(t)) = (
+                    e.get("name").and_then(Value::as_str),
+                    e.get("template").and_then(Value::as_str),
+                ) else {
+                    let path = tcfg
+                        .map(|c| c.path.clone())
+                        .unwrap_or_else(|| dir.join("tokenizer_config.json"));
+                    return Err(HfError::Field {
+                        path,
+                        field: format!("chat_template[{i}]"),
+                        message: "needs 'name' and 'template' strings".into(),
+                    });
                 };
                 if name == "default" {
                     md.push(("tokenizer.chat_template".to_string(), MetaValue::string(t)));
                 } else {
-                    md.push((format!("tokenizer.chat_template.{name}"), MetaValue::string(t)));
+                    md.push((
+                        format!("tokenizer.chat_template.{name}"),
+                        MetaValue::string(t),
+                    ));
                     names.push(name.as_bytes().to_vec());
                 }
             }
             if !names.is_empty() {
-                md.push(("tokenizer.chat_templates".to_string(), MetaValue::Array(MetaArray::String(names))));
+                md.push((
+                    "tokenizer.chat_templates".to_string(),
+                    MetaValue::Array(MetaArray::String(names)),
+                ));
             }
         }
         Some(_) => {
-            let path = tcfg.map(|c| c.path.clone()).unwrap_or_else(|| dir.join("tokenizer_config.json"));
-            return Err(HfError::Field { path, field: "chat_template".into(), message: "is neither a string nor a list".into() });
+            let path = tcfg
+                .map(|c| c.path.clone())
+                .unwrap_or_else(|| dir.join("tokenizer_config.json"));
+            return Err(HfError::Field {
+                path,
+                field: "chat_template".into(),
+                message: "is neither a string nor a list".into(),
+            });
         }
     }
     Ok(md)
