@@ -318,7 +318,7 @@ fn run_dequantize(a: DequantizeArgs) -> Result<()> {
         imatrix: None,
         quiet: a.quiet,
     };
-    let summary = convert(source.as_ref(), &a.output, &planned, &settings)?;
+    let summary = convert(&source, &a.output, &planned, &settings)?;
     if !a.quiet {
         eprintln!(
             "wrote {}: {:.2} MiB in {:.1} s",
