@@ -246,7 +246,7 @@ fn quantize_tensor(
         let n = rows_per_chunk.min(n_rows - first);
         let src = &mut f32_buf[..n * width];
         // Decode in parallel, row blocks independent.
-        src.par_chunks_mut(width * 16.max(1))
+        src.par_chunks_mut(width * 16)
             .enumerate()
             .try_for_each(|(i, chunk)| source.read_rows(index, first + i * 16, chunk))?;
         let dst = &mut out_buf[..n * row_bytes];

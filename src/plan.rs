@@ -219,11 +219,7 @@ pub struct ModelFacts {
 
 impl ModelFacts {
     fn n_gqa(&self) -> u32 {
-        if self.n_head_kv == 0 {
-            1
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(1)
     }
 }
 
@@ -427,7 +423,7 @@ pub fn allows_quantization(name: &str, dims: &[u64]) -> bool {
 /// Returns the type to use (possibly unchanged) or an error if nothing fits.
 pub fn width_fallback(name: &str, width: u64, ty: GgmlType) -> Result<GgmlType, PlanError> {
     use GgmlType as T;
-    if width % ty.block_size() as u64 == 0 {
+    if width.is_multiple_of(ty.block_size() as u64) {
         return Ok(ty);
     }
     let fallback = match ty {
@@ -452,7 +448,7 @@ pub fn width_fallback(name: &str, width: u64, ty: GgmlType) -> Result<GgmlType, 
             });
         }
     };
-    if width % fallback.block_size() as u64 == 0 {
+    if width.is_multiple_of(fallback.block_size() as u64) {
         Ok(fallback)
     } else {
         Ok(T::F16)
@@ -506,7 +502,7 @@ fn mix_rule(
         if let Some(o) = opts.output_tensor_type {
             return o;
         }
-        if falcon || width % t.block_size() as u64 != 0 {
+        if falcon || !width.is_multiple_of(t.block_size() as u64) {
             return T::Q8_0;
         }
         if t != T::Q8_0 {
@@ -550,11 +546,7 @@ fn mix_rule(
         let i_layer = layer_of(c.i_ffn_down, facts, name);
         match mix {
             M::Q2_K => t = T::Q3_K,
-            M::Q2_K_S => {
-                if i_layer < n_layer / 8 {
-                    t = T::Q4_K
-                }
-            }
+            M::Q2_K_S if i_layer < n_layer / 8 => t = T::Q4_K,
             M::Q3_K_M => {
                 t = if i_layer < n_layer / 16 {
                     T::Q5_K
@@ -789,6 +781,47 @@ pub fn totals(plan: &[PlannedTensor]) -> PlanTotals {
     t
 }
 
+impl ModelFacts {
+    /// Read the facts from GGUF metadata (`general.architecture`, `{arch}.block_count`,
+    /// `{arch}.attention.head_count[_kv]`, `{arch}.expert_count`). Missing keys read as 0.
+    pub fn from_metadata(md: &[(String, crate::gguf::MetaValue)]) -> ModelFacts {
+        let get = |k: &str| md.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        let arch = get("general.architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let num = |suffix: &str| {
+            get(&format!("{arch}.{suffix}"))
+                .and_then(|v| v.as_u64().or_else(|| v.as_array().and_then(first_u64)))
+                .unwrap_or(0) as u32
+        };
+        let n_head = num("attention.head_count");
+        let n_head_kv = match num("attention.head_count_kv") {
+            0 => n_head,
+            n => n,
+        };
+        ModelFacts {
+            n_layer: num("block_count"),
+            n_head,
+            n_head_kv,
+            n_expert: num("expert_count"),
+            arch,
+        }
+    }
+}
+
+/// Per-layer hyper-parameters are sometimes arrays; llama.cpp then uses the first layer's value
+/// for these rules.
+fn first_u64(a: &crate::gguf::MetaArray) -> Option<u64> {
+    use crate::gguf::MetaArray as A;
+    match a {
+        A::U32(v) => v.first().map(|&x| x as u64),
+        A::I32(v) => v.first().and_then(|&x| u64::try_from(x).ok()),
+        A::U64(v) => v.first().copied(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -896,46 +929,5 @@ mod tests {
         assert_eq!(Mix::from_name("q4_k"), Some(Mix::Q4_K_M));
         assert_eq!(Mix::from_bits(3), Some(Mix::Q3_K_M));
         assert_eq!(Mix::from_bits(7), None);
-    }
-}
-
-impl ModelFacts {
-    /// Read the facts from GGUF metadata (`general.architecture`, `{arch}.block_count`,
-    /// `{arch}.attention.head_count[_kv]`, `{arch}.expert_count`). Missing keys read as 0.
-    pub fn from_metadata(md: &[(String, crate::gguf::MetaValue)]) -> ModelFacts {
-        let get = |k: &str| md.iter().find(|(key, _)| key == k).map(|(_, v)| v);
-        let arch = get("general.architecture")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
-        let num = |suffix: &str| {
-            get(&format!("{arch}.{suffix}"))
-                .and_then(|v| v.as_u64().or_else(|| v.as_array().and_then(first_u64)))
-                .unwrap_or(0) as u32
-        };
-        let n_head = num("attention.head_count");
-        let n_head_kv = match num("attention.head_count_kv") {
-            0 => n_head,
-            n => n,
-        };
-        ModelFacts {
-            n_layer: num("block_count"),
-            n_head,
-            n_head_kv,
-            n_expert: num("expert_count"),
-            arch,
-        }
-    }
-}
-
-/// Per-layer hyper-parameters are sometimes arrays; llama.cpp then uses the first layer's value
-/// for these rules.
-fn first_u64(a: &crate::gguf::MetaArray) -> Option<u64> {
-    use crate::gguf::MetaArray as A;
-    match a {
-        A::U32(v) => v.first().map(|&x| x as u64),
-        A::I32(v) => v.first().and_then(|&x| u64::try_from(x).ok()),
-        A::U64(v) => v.first().copied(),
-        _ => None,
     }
 }

@@ -60,7 +60,7 @@ impl TensorSource for GgufSource {
         let t = &self.tensors[index];
         let row_len = t.row_len();
         let n = out.len() / row_len.max(1);
-        if out.len() % row_len.max(1) != 0 || first_row + n > t.n_rows() {
+        if !out.len().is_multiple_of(row_len.max(1)) || first_row + n > t.n_rows() {
             return Err(SourceError::RowRange {
                 path: self.path().to_path_buf(),
                 tensor: t.name.clone(),

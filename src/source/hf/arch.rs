@@ -170,10 +170,11 @@ pub fn hparams(cfg: &Config, arch: &Arch) -> Result<(HParams, Vec<(String, MetaV
     ))
 }
 
-/// The `rope_scaling` object: its type (`type` or `rope_type`) and the factor.
-fn rope_scaling(
-    cfg: &Config,
-) -> Result<Option<(String, serde_json::Map<String, serde_json::Value>)>, HfError> {
+/// A `rope_scaling` object: its type and its fields.
+type RopeScaling = (String, serde_json::Map<String, serde_json::Value>);
+
+/// The `rope_scaling` object: its type (`type` or `rope_type`) and its fields.
+fn rope_scaling(cfg: &Config) -> Result<Option<RopeScaling>, HfError> {
     match cfg.json.get("rope_scaling") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Object(m)) => {

@@ -495,7 +495,7 @@ impl TensorSource for HfSource {
         let row_len = t.row_len();
         let n_rows = t.n_rows();
         let n = out.len() / row_len.max(1);
-        if out.len() % row_len.max(1) != 0 || first_row + n > n_rows {
+        if !out.len().is_multiple_of(row_len.max(1)) || first_row + n > n_rows {
             return Err(SourceError::RowRange {
                 path: self.path.clone(),
                 tensor: t.name.clone(),
