@@ -366,3 +366,92 @@ fn llama3_rope_factors() {
     let e = HfSource::open(d.path(), None).err().unwrap().to_string();
     assert!(e.contains("rope_scaling") && e.contains("dynamic"), "{e}");
 }
+
+#[test]
+fn tokenizer_details() {
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path(), "LlamaForCausalLM", json!({"bos_token_id": 3}));
+    let mut tok: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("tokenizer.json")).unwrap()).unwrap();
+    // Llama 3 layout: Split(regex) + ByteLevel, merges as pairs (one with a space), a post-processor
+    // that adds BOS.
+    tok["pre_tokenizer"] = json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"}, "behavior": "Isolated", "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]});
+    tok["model"]["merges"] = json!([["a", "b"], ["a b", "c"]]);
+    tok["post_processor"] = json!({"type": "Sequence", "processors": [
+        {"type": "ByteLevel"},
+        {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]}]});
+    std::fs::write(d.path().join("tokenizer.json"), tok.to_string()).unwrap();
+    std::fs::write(
+        d.path().join("tokenizer_config.json"),
+        json!({"bos_token": "<|endoftext|>", "eos_token": "<tool>", "unk_token": "no-such-token",
+               "chat_template": [{"name": "default", "template": "D"}, {"name": "tool_use", "template": "T"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let s = HfSource::open(d.path(), None).unwrap();
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.pre").unwrap().as_str(),
+        Some("llama-bpe")
+    );
+    let merges = meta(&s, "tokenizer.ggml.merges")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .strings()
+        .unwrap();
+    assert_eq!(merges, vec!["a b", "a\u{120}b c"]);
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.add_bos_token").unwrap().as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.eos_token_id").unwrap().as_u64(),
+        Some(4)
+    );
+    assert!(
+        meta(&s, "tokenizer.ggml.unknown_token_id").is_none(),
+        "unknown content is not guessed"
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.chat_template").unwrap().as_str(),
+        Some("D")
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.chat_template.tool_use")
+            .unwrap()
+            .as_str(),
+        Some("T")
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.chat_templates")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .strings()
+            .unwrap(),
+        vec!["tool_use"]
+    );
+    // Without tokenizer_config's bos_token, config.json's bos_token_id is used.
+    std::fs::write(d.path().join("tokenizer_config.json"), "{}").unwrap();
+    let s = HfSource::open(d.path(), None).unwrap();
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.bos_token_id").unwrap().as_u64(),
+        Some(3)
+    );
+    // SentencePiece-style BPE is refused with the field named; a missing tokenizer.json too.
+    tok["model"]["byte_fallback"] = json!(true);
+    std::fs::write(d.path().join("tokenizer.json"), tok.to_string()).unwrap();
+    let e = HfSource::open(d.path(), None).err().unwrap().to_string();
+    assert!(
+        e.contains("tokenizer.json") && e.contains("byte_fallback"),
+        "{e}"
+    );
+    std::fs::remove_file(d.path().join("tokenizer.json")).unwrap();
+    let e = HfSource::open(d.path(), None).err().unwrap().to_string();
+    assert!(
+        e.contains("tokenizer.json") && e.contains("required"),
+        "{e}"
+    );
+}
