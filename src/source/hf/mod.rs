@@ -292,6 +292,46 @@ impl HfSource {
         metadata.extend(tokenizer::tokenizer_metadata(&meta_dir, &cfg, &arch)?);
 
         let (tensors, backing) = map_tensors(&set, &arch, &hp, &cfg)?;
+        // llama.cpp refuses a model whose embedding rows differ from the vocabulary size, and
+        // whose matrices do not have the configured width: catch both here, naming the tensor.
+        let n_tokens = metadata
+            .iter()
+            .find(|(k, _)| k == "tokenizer.ggml.tokens")
+            .and_then(|(_, v)| v.as_array())
+            .map(|a| a.len() as u64);
+        for (t, b) in tensors.iter().zip(&backing) {
+            let rows = t.dims.get(1).copied();
+            let problem = match t.name.as_str() {
+                "token_embd.weight" | "output.weight" if rows != n_tokens => Some(format!(
+                    "{} rows but the vocabulary has {} tokens",
+                    rows.unwrap_or(1),
+                    n_tokens.unwrap_or(0)
+                )),
+                "token_embd.weight" | "output.weight" | "output_norm.weight"
+                    if t.dims[0] != hp.n_embd =>
+                {
+                    Some(format!(
+                        "width {} but hidden_size is {}",
+                        t.dims[0], hp.n_embd
+                    ))
+                }
+                _ => None,
+            };
+            if let Some(message) = problem {
+                let path = match b {
+                    Backing::Stored { entry, .. } => {
+                        set.file_path(&set.entries()[*entry]).to_path_buf()
+                    }
+                    Backing::Computed(_) => cfg.path.clone(),
+                };
+                return Err(HfError::Shape {
+                    path,
+                    tensor: t.name.clone(),
+                    message,
+                }
+                .into());
+            }
+        }
         Ok(HfSource {
             path: weights.to_path_buf(),
             set,

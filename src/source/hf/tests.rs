@@ -455,3 +455,16 @@ fn tokenizer_details() {
         "{e}"
     );
 }
+
+#[test]
+fn embedding_rows_must_match_the_vocabulary() {
+    let d = tempfile::tempdir().unwrap();
+    tiny(d.path(), "LlamaForCausalLM", json!({"vocab_size": 7}));
+    let e = HfSource::open(d.path(), None).err().unwrap().to_string();
+    assert!(
+        e.contains("model.safetensors")
+            && e.contains("token_embd.weight")
+            && e.contains("7 tokens"),
+        "{e}"
+    );
+}
