@@ -552,6 +552,49 @@ fn round_trip(model: &Path, make_args: &[&str]) {
         o.status.success(),
         "round trip differs from the original:\n{report}"
     );
+    // Independently of gguf-py: every tensor stored as F32 or F16 in the fixture must be
+    // byte-identical to the original dequantised straight to F16 (both are F16(dequantised value)).
+    let reference = dir.path().join("reference.f16.gguf");
+    let o = run(&[
+        "dequantize",
+        model.to_str().unwrap(),
+        reference.to_str().unwrap(),
+        "--type",
+        "F16",
+        "--quiet",
+    ]);
+    assert!(
+        o.status.success(),
+        "dequantize: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stored: std::collections::HashMap<String, String> =
+        serde_json::from_slice(&std::fs::read(hf.join("fixture_dtypes.json")).unwrap()).unwrap();
+    let (r, c) = (
+        GgufFile::open(&reference).unwrap(),
+        GgufFile::open(&out).unwrap(),
+    );
+    let mut identical = 0;
+    for t in &c.tensors {
+        if stored.get(&t.name).map(String::as_str) == Some("BF16") {
+            continue;
+        }
+        let rt = r
+            .tensor(&t.name)
+            .unwrap_or_else(|| panic!("{} in the original", t.name));
+        assert_eq!((rt.ty, &rt.dims), (t.ty, &t.dims), "{}", t.name);
+        assert!(
+            r.tensor_data(rt) == c.tensor_data(t),
+            "{}: bytes differ from the F16 original",
+            t.name
+        );
+        identical += 1;
+    }
+    eprintln!(
+        "{identical} of {} tensors byte-identical to the original dequantised to F16",
+        c.tensors.len()
+    );
+    assert!(identical > 0);
     // A quantised mix from the same directory also works.
     let q = dir.path().join("roundtrip.q4_0.gguf");
     let o = run(&[
