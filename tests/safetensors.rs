@@ -643,3 +643,60 @@ fn qwen2_round_trip_through_hf_directory() {
         ],
     );
 }
+
+#[test]
+fn imatrix_applies_to_hf_input() {
+    use quantease_gguf::gguf::{GgufWriter, MetaValue, TensorPlan};
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    tiny_hf(&hf);
+    // A GGUF imatrix with entries for the two Q matrices (GGUF names, as llama.cpp writes them).
+    let im = dir.path().join("imatrix.gguf");
+    let names = ["blk.0.attn_q.weight", "blk.1.attn_q.weight"];
+    let mut plans = Vec::new();
+    for n in names {
+        plans.push(TensorPlan {
+            name: format!("{n}.in_sum2"),
+            dims: vec![WIDTH, 1],
+            ty: GgmlType::F32,
+        });
+        plans.push(TensorPlan {
+            name: format!("{n}.counts"),
+            dims: vec![1, 1],
+            ty: GgmlType::F32,
+        });
+    }
+    let md = vec![
+        ("general.type".to_string(), MetaValue::string("imatrix")),
+        ("imatrix.chunk_count".to_string(), MetaValue::U32(1)),
+        ("imatrix.chunk_size".to_string(), MetaValue::U32(512)),
+    ];
+    let mut w = GgufWriter::create(&im, &md, &plans).unwrap();
+    for _ in names {
+        let sums: Vec<u8> = (0..WIDTH)
+            .flat_map(|c| (1.0 + c as f32).to_le_bytes())
+            .collect();
+        w.write_tensor(&sums).unwrap();
+        w.write_tensor(&512f32.to_le_bytes()).unwrap();
+    }
+    w.finish().unwrap();
+    let out = dir.path().join("q.gguf");
+    let o = run(&[
+        "convert",
+        hf.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--type",
+        "Q4_0",
+        "--imatrix",
+        im.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("2 with imatrix"), "{err}");
+    let f = GgufFile::open(&out).unwrap();
+    assert_eq!(
+        f.get("quantease.imatrix").and_then(|v| v.as_str()),
+        Some("imatrix.gguf")
+    );
+}
