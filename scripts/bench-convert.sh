@@ -15,7 +15,7 @@ scripts/setup.sh
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 src=$(scripts/fetch-model.sh "$model")
 cargo build --release --quiet
-bin=target/release/quantease-gguf
+bin=${CARGO_TARGET_DIR:-target}/release/quantease-gguf
 out=$(mktemp -d)/out.gguf
 times=()
 rss=()

@@ -8,14 +8,22 @@
 //! - [`convert`]: rows are quantised by the block formats of [`formats`] and streamed out through
 //!   the [`gguf`] writer;
 //! - [`inspect`]: reports what a file holds.
+//!
+//! With the `llama` feature (on by default), `llama` drives llama.cpp itself for calibration,
+//! the `llama_model_quantize` baseline and ggml's kernels, and `eval` measures perplexity and
+//! KL divergence exactly as `llama-perplexity` does.
 
 #![warn(missing_docs)]
 
 pub use quantease_formats as formats;
 
 pub mod convert;
+#[cfg(feature = "llama")]
+pub mod eval;
 pub mod gguf;
 pub mod imatrix;
 pub mod inspect;
+#[cfg(feature = "llama")]
+pub mod llama;
 pub mod plan;
 pub mod source;

@@ -7,8 +7,9 @@
 //! - Only tensors whose name ends in `weight`, with 2+ dimensions, that are not norms
 //!   (`_norm.weight`), MoE routers (`ffn_gate_inp.weight`) or a few small special tensors, are
 //!   quantised; everything else keeps its source type (norms and other 1-D tensors are copied).
-//! - Tensors are visited in lexicographic name order (llama.cpp walks a `std::map`), and the
-//!   per-category counters (`attn_v` index, `ffn_down` index) advance in that order.
+//! - Tensors are visited in llama.cpp's loader order (a `std::map` ordered by the layer number of
+//!   `blk.N.` names, then by name), and the per-category counters (`attn_v` index, `ffn_down`
+//!   index) advance in that order.
 //! - `output.weight` (and `token_embd.weight` when embeddings are tied, i.e. there is no
 //!   `output.weight`) gets Q6_K, or Q8_0 when its width is not a multiple of the default type's
 //!   block size.
@@ -614,6 +615,19 @@ fn mix_rule(
     t
 }
 
+/// The order llama.cpp's model loader keeps tensors in (a `std::map` with a comparator): by the
+/// layer number of `blk.N.` names (−1 for the others), then by name bytes.
+fn visit_key(name: &str) -> (i64, &[u8]) {
+    let layer = name
+        .strip_prefix("blk.")
+        .and_then(|rest| {
+            let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+            rest[..digits].parse::<i64>().ok()
+        })
+        .unwrap_or(-1);
+    (layer, name.as_bytes())
+}
+
 /// Plan the output type of every tensor. The result is in the same order as `tensors`.
 pub fn plan(
     tensors: &[TensorShape],
@@ -632,9 +646,9 @@ pub fn plan(
         i_ffn_up: 0,
         tied_embeddings: !tensors.iter().any(|t| t.name == "output.weight"),
     };
-    // llama.cpp visits tensors in lexicographic name order; counters depend on it.
+    // llama.cpp visits tensors in its loader's order (layer number, then name); counters depend on it.
     let mut order: Vec<usize> = (0..tensors.len()).collect();
-    order.sort_by(|&a, &b| tensors[a].name.as_bytes().cmp(tensors[b].name.as_bytes()));
+    order.sort_by(|&a, &b| visit_key(&tensors[a].name).cmp(&visit_key(&tensors[b].name)));
     let default_type = opts.mix.default_type();
     let mut out: Vec<Option<PlannedTensor>> = vec![None; tensors.len()];
     for idx in order {
@@ -872,7 +886,7 @@ mod tests {
     }
 
     #[test]
-    fn q4_k_m_bumps_attn_v_and_ffn_down_in_lexicographic_order() {
+    fn q4_k_m_bumps_attn_v_and_ffn_down_in_layer_order() {
         let (ts, facts) = smol_like(16, 512);
         let p = plan(&ts, &facts, &opts(Mix::Q4_K_M)).unwrap();
         let get = |n: &str| p.iter().find(|t| t.name == n).unwrap().target_type;
@@ -880,15 +894,14 @@ mod tests {
         assert_eq!(get("token_embd.weight"), GgmlType::Q6_K);
         assert_eq!(get("blk.0.attn_norm.weight"), GgmlType::F32);
         assert_eq!(get("blk.0.attn_q.weight"), GgmlType::Q4_K);
-        // Lexicographic order: blk.0, blk.1, blk.10, ..., blk.15, blk.2, ... ; counter 0 → blk.0 (more bits),
-        // counter 1 → blk.1 (1 < 16/8 → more bits), counter 2 → blk.10 ((2-2)%3 != 2 → no).
+        // Layer order: n = 16, more bits for i < 2, i >= 14, and (i - 2) % 3 == 2.
         assert_eq!(get("blk.0.attn_v.weight"), GgmlType::Q6_K);
         assert_eq!(get("blk.1.attn_v.weight"), GgmlType::Q6_K);
-        assert_eq!(get("blk.10.attn_v.weight"), GgmlType::Q4_K);
-        // counter 4 → blk.12: (4-2)%3 == 2 → more bits.
-        assert_eq!(get("blk.12.attn_v.weight"), GgmlType::Q6_K);
-        assert_eq!(get("blk.12.ffn_down.weight"), GgmlType::Q6_K);
+        assert_eq!(get("blk.2.attn_v.weight"), GgmlType::Q4_K);
+        assert_eq!(get("blk.4.attn_v.weight"), GgmlType::Q6_K);
+        assert_eq!(get("blk.10.attn_v.weight"), GgmlType::Q6_K);
         assert_eq!(get("blk.11.ffn_down.weight"), GgmlType::Q4_K);
+        assert_eq!(get("blk.15.ffn_down.weight"), GgmlType::Q6_K);
     }
 
     #[test]

@@ -185,3 +185,54 @@ fn write_cross_check_file(path: &Path) {
     w.write_tensor(&[7u8; 144]).unwrap();
     w.finish().unwrap();
 }
+
+/// A small file written by gguf-py's GGUFWriter (fuzz/seeds/small_pygguf.bin, made with the
+/// `gguf` package) reads with the expected types, values and tensors.
+#[test]
+fn reads_a_file_written_by_gguf_py() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/small_pygguf.bin");
+    let f = GgufFile::open(&path).unwrap();
+    assert_eq!(f.version, 3);
+    assert_eq!(
+        f.get("general.architecture").and_then(|v| v.as_str()),
+        Some("llama")
+    );
+    assert_eq!(f.get("t.u8"), Some(&MetaValue::U8(7)));
+    assert_eq!(f.get("t.i8"), Some(&MetaValue::I8(-3)));
+    assert_eq!(f.get("t.u16"), Some(&MetaValue::U16(600)));
+    assert_eq!(f.get("t.i16"), Some(&MetaValue::I16(-600)));
+    assert_eq!(f.get("t.u32"), Some(&MetaValue::U32(70000)));
+    assert_eq!(f.get("t.i32"), Some(&MetaValue::I32(-70000)));
+    assert_eq!(f.get("t.f32"), Some(&MetaValue::F32(1.5)));
+    assert_eq!(f.get("t.b"), Some(&MetaValue::Bool(true)));
+    assert_eq!(f.get("t.s").and_then(|v| v.as_str()), Some("hello"));
+    assert_eq!(f.get("t.u64"), Some(&MetaValue::U64(1 << 40)));
+    assert_eq!(f.get("t.i64"), Some(&MetaValue::I64(-(1 << 40))));
+    assert_eq!(f.get("t.f64"), Some(&MetaValue::F64(2.25)));
+    let strs = f
+        .get("t.arr_s")
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.strings());
+    assert_eq!(strs, Some(vec!["a", "bc", "def"]));
+    assert_eq!(
+        f.get("t.arr_i").and_then(|v| v.as_array()).map(|a| a.len()),
+        Some(3)
+    );
+    let names: Vec<&str> = f.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["w", "h", "q"]);
+    let w = f.tensor("w").unwrap();
+    assert_eq!((w.dims.clone(), w.ty), (vec![32, 2], GgmlType::F32));
+    let w_vals: Vec<f32> = f
+        .tensor_data(w)
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(w_vals, (0..64).map(|i| i as f32).collect::<Vec<_>>());
+    assert_eq!(f.tensor("h").unwrap().ty, GgmlType::F16);
+    let q = f.tensor("q").unwrap();
+    assert_eq!(
+        (q.dims.clone(), q.ty, q.n_bytes),
+        (vec![32, 2], GgmlType::Q8_0, 68)
+    );
+    assert!(f.has_canonical_layout());
+}

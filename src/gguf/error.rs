@@ -38,7 +38,7 @@ pub enum GgufError {
         found: [u8; 4],
     },
     /// The GGUF version is not 2 or 3.
-    #[error("{}: unsupported GGUF version {version} (supported: 2 and 3)", path.display())]
+    #[error("{}: unsupported GGUF version {version} (supported: 2 and 3){}", path.display(), endian_hint(*version))]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -76,4 +76,12 @@ pub enum GgufError {
         /// What went wrong.
         reason: String,
     },
+}
+
+fn endian_hint(version: u32) -> &'static str {
+    if version != 0 && version & 0xffff == 0 {
+        "; a big-endian file?"
+    } else {
+        ""
+    }
 }

@@ -360,7 +360,9 @@ impl GgufHeader {
                 ));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
-            let mut n_elements: u64 = 1;
+            // Product of the dimensions with zeros counted as 1: bounding it (not just the true
+            // element count, which a zero dimension makes 0) keeps `n_rows` from overflowing.
+            let mut extent: u64 = 1;
             for j in 0..n_dims {
                 let ne = cur.u64(&|| format!("tensor '{name}' ne[{j}]"))?;
                 if ne > i64::MAX as u64 {
@@ -369,8 +371,8 @@ impl GgufHeader {
                         format!("{} is negative", ne as i64),
                     ));
                 }
-                n_elements = n_elements
-                    .checked_mul(ne)
+                extent = extent
+                    .checked_mul(ne.max(1))
                     .filter(|&n| n <= i64::MAX as u64)
                     .ok_or_else(|| {
                         cur.invalid(
@@ -380,6 +382,7 @@ impl GgufHeader {
                     })?;
                 dims.push(ne);
             }
+            let n_elements: u64 = dims.iter().product();
             let type_id = cur.u32(&|| format!("tensor '{name}' type"))?;
             let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownType {
                 path: path.to_path_buf(),

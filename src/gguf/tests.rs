@@ -419,6 +419,15 @@ fn rejects_bad_magic_and_versions() {
             "version {v}"
         );
     }
+    let mut raw = two_tensors();
+    raw.version = 0x0300_0000;
+    let msg = parse(&raw.build()).unwrap_err().to_string();
+    assert!(msg.contains("big-endian"), "{msg}");
+    raw.version = 1;
+    assert!(!parse(&raw.build())
+        .unwrap_err()
+        .to_string()
+        .contains("big-endian"));
 }
 
 #[test]
@@ -619,6 +628,14 @@ fn tensor_shapes_are_checked() {
     expect_invalid(
         &Raw::new().tensor("big", &[1 << 32, 1 << 32], 0, 0).build(),
         "tensor 'big' ne[1]",
+        "overflows",
+    );
+    // A zero dimension does not hide an overflowing product of the others.
+    expect_invalid(
+        &Raw::new()
+            .tensor("zero", &[0, 1 << 40, 1 << 40], 0, 0)
+            .build(),
+        "tensor 'zero' ne[2]",
         "overflows",
     );
     // Q8_0 rows must be whole blocks of 32.
@@ -872,6 +889,14 @@ fn writer_validates_plan_and_metadata() {
         "tensor 'w' dims",
         "overflows",
     );
+    check(
+        &[],
+        &one_plan(GgmlType::F32, &[0, 1 << 40, 1 << 40]),
+        "tensor 'w' dims",
+        "overflows",
+    );
+    // A zero-sized tensor with a large but representable shape is fine.
+    assert!(GgufWriter::create(&path, &[], &one_plan(GgmlType::F32, &[0, 1 << 40])).is_ok());
     let mut long = one_plan(GgmlType::F32, &[4]);
     long[0].name = "x".repeat(64);
     check(&[], &long, "name", "must be < 64");

@@ -284,7 +284,10 @@ impl MetaValue {
             MetaValue::I32(v) => J::from(*v),
             MetaValue::U64(v) => J::from(*v),
             MetaValue::I64(v) => J::from(*v),
-            MetaValue::F32(v) => float_json(f64::from(*v)),
+            MetaValue::F32(v) => {
+                // Via the shortest decimal form, so 0.1f32 shows as 0.1, not 0.10000000149….
+                float_json(v.to_string().parse::<f64>().unwrap_or(f64::from(*v)))
+            }
             MetaValue::F64(v) => float_json(*v),
             MetaValue::Bool(v) => J::from(*v),
             MetaValue::String(b) => J::from(String::from_utf8_lossy(b).into_owned()),
@@ -533,5 +536,7 @@ mod tests {
         assert_eq!(MetaValue::F64(f64::NEG_INFINITY).to_json(), "-inf");
         assert_eq!(MetaValue::string("a").to_json(), "a");
         assert_eq!(MetaValue::I64(-3).to_json(), -3);
+        assert_eq!(MetaValue::F32(0.1).to_json(), 0.1);
+        assert_eq!(MetaValue::F32(1e-5).to_json(), 1e-5);
     }
 }

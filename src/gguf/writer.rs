@@ -14,7 +14,9 @@ use quantease_formats::GgmlType;
 use tempfile::NamedTempFile;
 
 use super::error::GgufError;
-use super::reader::{GGUF_MAGIC, KEY_ALIGNMENT, MAX_DIMS, MAX_NAME_LEN};
+use super::reader::{
+    GGUF_MAGIC, KEY_ALIGNMENT, MAX_ARRAY_LEN, MAX_DIMS, MAX_NAME_LEN, MAX_STRING_LEN,
+};
 use super::value::{MetaArray, MetaValue};
 use super::DEFAULT_ALIGNMENT;
 
@@ -110,6 +112,24 @@ pub fn encode_value(buf: &mut Vec<u8>, v: &MetaValue) {
     }
 }
 
+/// Why ggml's loader would refuse this value's size, if it would.
+fn too_big(v: &MetaValue) -> Option<String> {
+    let long = |s: &[u8]| s.len() as u64 > MAX_STRING_LEN;
+    match v {
+        MetaValue::String(s) if long(s) => {
+            Some(format!("string of {} bytes exceeds 1 GiB", s.len()))
+        }
+        MetaValue::Array(a) if a.len() as u64 > MAX_ARRAY_LEN => Some(format!(
+            "array of {} elements exceeds {MAX_ARRAY_LEN}",
+            a.len()
+        )),
+        MetaValue::Array(MetaArray::String(v)) if v.iter().any(|s| long(s)) => {
+            Some("array element string exceeds 1 GiB".into())
+        }
+        _ => None,
+    }
+}
+
 fn padding(n: u64, alignment: u64) -> u64 {
     (alignment - n % alignment) % alignment
 }
@@ -141,6 +161,9 @@ impl GgufWriter {
                     format!("metadata[{i}] '{key}'"),
                     "duplicate key".into(),
                 ));
+            }
+            if let Some(reason) = too_big(value) {
+                return Err(invalid(format!("metadata[{i}] '{key}'"), reason));
             }
             if key == KEY_ALIGNMENT {
                 match *value {
@@ -183,12 +206,14 @@ impl GgufWriter {
                     format!("{} dimensions, must be 1..={MAX_DIMS}", t.dims.len()),
                 ));
             }
+            // Zeros count as 1 in the bound, as in the reader.
             let n_elements = t
                 .dims
                 .iter()
                 .try_fold(1u64, |acc, &d| {
-                    acc.checked_mul(d).filter(|&n| n <= i64::MAX as u64)
+                    acc.checked_mul(d.max(1)).filter(|&n| n <= i64::MAX as u64)
                 })
+                .map(|_| t.dims.iter().product::<u64>())
                 .ok_or_else(|| {
                     invalid(
                         format!("tensor '{name}' dims"),
