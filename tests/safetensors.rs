@@ -502,8 +502,76 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hf_fixture.py")
 }
 
+/// llama.cpp reads both files alike: same token ids for a set of texts (special tokens, digits,
+/// Unicode, code, whitespace), and, when `logits`, the same logits over those tokens (the F16
+/// tensors are byte-identical, so the only tolerance is none).
+#[cfg(feature = "llama")]
+fn llama_cpp_agrees(reference: &Path, converted: &Path, logits: bool) {
+    use quantease_gguf::llama::{Context, ContextParams, Model};
+    let a = Model::load(reference).expect("llama.cpp loads the reference");
+    let b = Model::load(converted).expect("llama.cpp loads the conversion");
+    assert_eq!((a.add_bos(), a.bos()), (b.add_bos(), b.bos()));
+    let texts = [
+        "Hello world! The quick brown fox jumps over the lazy dog.",
+        "  leading spaces, tabs\tand\nnewlines\n\n\nend",
+        "Numbers: 1234567890 3.14159 2026-11-24, 1,000,000",
+        "Unicode: naïve café, Ελληνικά, 日本語のテキスト, emoji 🦀🚀",
+        "code: fn main() { println!(\"{}\", x >= 10 && y != 0); } // comment",
+        "<|im_start|>user\nWhat's up?<|im_end|>\n<|im_start|>assistant\n",
+        "I'm you're they'll we've it's DON'T",
+    ];
+    let mut all = Vec::new();
+    for t in texts {
+        for special in [false, true] {
+            let ta = a.tokenize(t, special).unwrap();
+            assert_eq!(
+                ta,
+                b.tokenize(t, special).unwrap(),
+                "token ids differ for {t:?}"
+            );
+            if special {
+                all.extend(ta);
+            }
+        }
+    }
+    eprintln!(
+        "llama.cpp: {} tokens identical over {} texts",
+        all.len(),
+        texts.len()
+    );
+    if !logits {
+        return;
+    }
+    all.truncate(96);
+    let params = || ContextParams {
+        n_ctx: 128,
+        n_batch: 128,
+        ..Default::default()
+    };
+    let (mut ca, mut cb) = (
+        Context::new(&a, params()).unwrap(),
+        Context::new(&b, params()).unwrap(),
+    );
+    ca.decode(&all, 0, true).unwrap();
+    cb.decode(&all, 0, true).unwrap();
+    let mut max_diff = 0f32;
+    for i in 0..all.len() {
+        let (la, lb) = (ca.logits(i).unwrap(), cb.logits(i).unwrap());
+        assert!(lb.iter().all(|x| x.is_finite()));
+        for (x, y) in la.iter().zip(lb) {
+            max_diff = max_diff.max((x - y).abs());
+        }
+    }
+    eprintln!(
+        "llama.cpp: logits over {} positions, max |difference| {max_diff:e}",
+        all.len()
+    );
+    // Same F16 tensors: llama.cpp computes the same numbers; allow only F16-level noise.
+    assert!(max_diff <= 1e-3, "logits differ by {max_diff}");
+}
+
 /// GGUF → HF fixture → our converter (F16) → compare with the original via gguf-py.
-fn round_trip(model: &Path, make_args: &[&str]) {
+fn round_trip(model: &Path, make_args: &[&str], compare_logits: bool) {
     assert!(
         python_with_gguf(),
         "the real-model round trip needs python3 with the gguf package and numpy"
@@ -595,6 +663,12 @@ fn round_trip(model: &Path, make_args: &[&str]) {
         c.tensors.len()
     );
     assert!(identical > 0);
+    #[cfg(feature = "llama")]
+    llama_cpp_agrees(&reference, &out, compare_logits);
+    #[cfg(not(feature = "llama"))]
+    eprintln!(
+        "built without the llama feature: llama.cpp comparison skipped (logits: {compare_logits})"
+    );
     // A quantised mix from the same directory also works.
     let q = dir.path().join("roundtrip.q4_0.gguf");
     let o = run(&[
@@ -617,7 +691,7 @@ fn smollm2_round_trip_through_hf_directory() {
     let Some(model) = common::test_model() else {
         return;
     };
-    round_trip(&model, &["--shards", "2", "--dtypes", "f32,f16"]);
+    round_trip(&model, &["--shards", "2", "--dtypes", "f32,f16"], true);
 }
 
 #[test]
@@ -641,6 +715,8 @@ fn qwen2_round_trip_through_hf_directory() {
             "--merge-pairs",
             "--bos-from-config",
         ],
+        // Truncated to 2 layers: its logits differ from the full original by design.
+        false,
     );
 }
 
