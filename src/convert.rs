@@ -237,14 +237,12 @@ pub fn convert(
     for (index, p) in plan.iter().enumerate() {
         overall.set_message(format!("{} → {}", p.name, p.target_type));
         if !p.quantize {
-            let raw = source.raw(index).ok_or_else(|| SourceError::RowRange {
-                path: source.path().to_path_buf(),
-                tensor: p.name.clone(),
-                first: 0,
-                end: 0,
-                n_rows: 0,
-            })?;
-            writer.write_tensor(raw)?;
+            match source.raw(index) {
+                Some(raw) => writer.write_tensor(raw)?,
+                // Same type but not stored in GGUF layout (e.g. rows permuted, or a BF16
+                // vector kept as F32): decode and re-encode, which is exact for these types.
+                None => quantize_tensor(source, index, p, None, &mut writer, &rows_bar)?,
+            }
         } else {
             let importance = lookup_importance(settings.imatrix, p)?;
             summary.n_with_imatrix += importance.is_some() as usize;

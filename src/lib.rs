@@ -1,7 +1,8 @@
 //! quantease-gguf: turn downloaded LLM weights into small, high-quality GGUF files.
 //!
 //! Where data enters, is transformed and leaves:
-//! - [`source`]: models enter (memory-mapped GGUF; every decodable type yields f32 rows),
+//! - [`source`]: models enter (memory-mapped GGUF, or Hugging Face safetensors directories; every
+//!   decodable type yields f32 rows),
 //!   with [`imatrix`] importance weights beside them;
 //! - [`plan`]: which type each tensor gets (llama-quantize's mixes, overrides, width fallbacks);
 //! - [`convert`]: rows are quantised by the block formats of [`formats`] and streamed out through

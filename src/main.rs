@@ -9,7 +9,8 @@ use quantease_gguf::imatrix::Imatrix;
 use quantease_gguf::inspect;
 use quantease_gguf::plan::{self, Mix, ModelFacts, PlanOptions, PlannedTensor, TensorShape};
 use quantease_gguf::solver::{Method, SolveOptions};
-use quantease_gguf::source::{GgufSource, TensorSource};
+use quantease_gguf::source::hf::is_hf_input;
+use quantease_gguf::source::{GgufSource, HfSource, TensorSource};
 use regex::Regex;
 use std::path::PathBuf;
 
@@ -23,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Quantise a model (any GGUF) into a GGUF of the chosen type or mix.
+    /// Quantise a model (any GGUF, or Hugging Face safetensors) into a GGUF of the chosen type or mix.
     Convert(ConvertArgs),
     /// Show a GGUF file's metadata, tensor table and totals.
     Inspect(InspectArgs),
@@ -152,8 +153,15 @@ struct DequantizeArgs {
 
 #[derive(Args)]
 struct ConvertArgs {
-    /// Input model: a GGUF file of any decodable type (F32, F16, BF16, Q4_0 … Q8_0, Q2_K … Q6_K, IQ4_NL, IQ4_XS).
+    /// Input model: a GGUF file of any decodable type (F32, F16, BF16, Q4_0 … Q8_0, Q2_K … Q6_K,
+    /// IQ4_NL, IQ4_XS), or a Hugging Face model: a directory with *.safetensors (single or sharded
+    /// with model.safetensors.index.json), config.json and tokenizer.json, or one .safetensors file
+    /// or *.safetensors.index.json (with --config, or those files beside it).
     input: PathBuf,
+    /// For Hugging Face input: config.json, or the directory holding config.json, tokenizer.json
+    /// and tokenizer_config.json (default: the weights' directory).
+    #[arg(long, value_name = "DIR_OR_FILE")]
+    config: Option<PathBuf>,
     /// Output GGUF file. Written to a temporary file beside it and renamed when complete.
     output: PathBuf,
     /// Target type or mix, as llama-quantize names them: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S,
@@ -359,8 +367,16 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
         .map(|p| Imatrix::load(p).with_context(|| format!("reading imatrix {}", p.display())))
         .transpose()?;
     let opts = plan_options(&a, imatrix.is_some())?;
-    let source =
-        GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let source: Box<dyn TensorSource> = if a.config.is_some() || is_hf_input(&a.input) {
+        Box::new(
+            HfSource::open(&a.input, a.config.as_deref())
+                .with_context(|| format!("reading {}", a.input.display()))?,
+        )
+    } else {
+        Box::new(
+            GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?,
+        )
+    };
     let facts = ModelFacts::from_metadata(source.metadata());
     let shapes: Vec<TensorShape> = source
         .tensors()
@@ -408,7 +424,7 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
         solve,
         quiet: a.quiet,
     };
-    let summary = convert(&source, &a.output, &planned, &settings)?;
+    let summary = convert(source.as_ref(), &a.output, &planned, &settings)?;
     if let Some(path) = &a.report {
         let json = serde_json::json!({
             "input": a.input.display().to_string(),

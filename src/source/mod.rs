@@ -1,9 +1,13 @@
 //! Where weights enter: a source yields metadata and, tensor by tensor, f32 rows, without loading
-//! the model into memory.
+//! the model into memory. [`GgufSource`] reads GGUF files; [`HfSource`] reads Hugging Face
+//! safetensors directories (weights, config and tokenizer turned into llama.cpp's GGUF layout).
 
 mod gguf_source;
+pub mod hf;
+pub mod safetensors;
 
 pub use gguf_source::GgufSource;
+pub use hf::HfSource;
 
 use crate::gguf::MetaValue;
 use quantease_formats::GgmlType;
@@ -38,6 +42,12 @@ pub enum SourceError {
     /// The GGUF container is malformed.
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),
+    /// A safetensors file (or shard set) is malformed.
+    #[error(transparent)]
+    Safetensors(safetensors::SafetensorsError),
+    /// A Hugging Face model directory cannot be converted (config, tokenizer, tensor names).
+    #[error(transparent)]
+    Hf(hf::HfError),
     /// Decoding a tensor's rows failed.
     #[error("{path}: tensor '{tensor}' row {row}: {source}")]
     Decode {
