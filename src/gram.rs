@@ -886,6 +886,18 @@ impl GramView<'_> {
     }
 }
 
+/// A Gram file gives the solver the full Σ of every weight it has one for.
+impl crate::convert::SigmaProvider for GramFile {
+    fn sigma(&self, tensor: &str, p: usize) -> Result<Option<crate::solver::Sigma>, String> {
+        if !self.has_full(tensor) {
+            return Ok(None);
+        }
+        let view = self.gram(tensor, Some(p)).map_err(|e| e.to_string())?;
+        let data = view.full_f32().map_err(|e| e.to_string())?;
+        Ok(crate::solver::FullSigma::new(p, data).map(crate::solver::Sigma::Full))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

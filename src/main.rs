@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use quantease_gguf::convert::{convert, ConvertSettings, ConvertSummary};
+use quantease_gguf::convert::{convert, ConvertSettings, ConvertSummary, SigmaProvider};
+use quantease_gguf::gram::GramFile;
 use quantease_gguf::formats::GgmlType;
 use quantease_gguf::gguf::GgufFile;
 use quantease_gguf::imatrix::Imatrix;
@@ -187,12 +188,19 @@ struct ConvertArgs {
     /// Give every quantisable tensor the default type of the mix (no per-tensor rules).
     #[arg(long)]
     pure: bool,
-    /// llama.cpp importance matrix (GGUF imatrix or legacy .dat): per-column weights for rounding.
+    /// llama.cpp importance matrix (GGUF imatrix or legacy .dat): per-column weights for rounding
+    /// (a diagonal Σ).
     #[arg(long, value_name = "FILE")]
     imatrix: Option<PathBuf>,
+    /// Gram file from `quantease-gguf calibrate`: the full Σ = XXᵀ of each weight's input, used by
+    /// the gptq and quantease methods. Its diagonal statistics also serve as the imatrix when
+    /// --imatrix is not given.
+    #[arg(long, value_name = "FILE.gram.gguf")]
+    gram: Option<PathBuf>,
     /// How codes are chosen: `quantease` (coordinate descent from the better of RTN and GPTQ),
-    /// `gptq`, or `rtn` (weighted round-to-nearest). Default: quantease when Σ information
-    /// (--imatrix) is given, rtn otherwise.
+    /// `gptq`, or `rtn` (weighted round-to-nearest). Default: quantease with --gram, rtn otherwise
+    /// (with only a diagonal Σ the problem separates per weight and CD cannot beat weighted
+    /// rounding).
     #[arg(long, value_name = "METHOD", value_parser = ["quantease", "gptq", "rtn"])]
     method: Option<String>,
     /// Maximum coordinate-descent sweeps per tensor.
@@ -364,7 +372,13 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     let imatrix = a
         .imatrix
         .as_deref()
+        .or(a.gram.as_deref())
         .map(|p| Imatrix::load(p).with_context(|| format!("reading imatrix {}", p.display())))
+        .transpose()?;
+    let gram = a
+        .gram
+        .as_deref()
+        .map(|p| GramFile::open(p).with_context(|| format!("reading Gram file {}", p.display())))
         .transpose()?;
     let opts = plan_options(&a, imatrix.is_some())?;
     let source: Box<dyn TensorSource> = if a.config.is_some() || is_hf_input(&a.input) {
@@ -402,7 +416,7 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
         Some("gptq") => Method::Gptq,
         Some("rtn") => Method::Rtn,
         Some(m) => bail!("--method: unknown method '{m}'"),
-        None if imatrix.is_some() => Method::QuantEase,
+        None if gram.is_some() => Method::QuantEase,
         None => Method::Rtn,
     };
     let non_negative = |x: f64| x.is_finite() && x >= 0.0;
@@ -419,7 +433,7 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     let settings = ConvertSettings {
         mix: opts.mix,
         imatrix: imatrix.as_ref(),
-        gram: None,
+        gram: gram.as_ref().map(|g| g as &dyn SigmaProvider),
         method,
         solve,
         quiet: a.quiet,
