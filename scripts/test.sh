@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 QUANTEASE_TEST_MODEL=$(scripts/fetch-model.sh smollm2)
 export QUANTEASE_TEST_MODEL
+# The Qwen2 round trip of tests/safetensors.rs (1.1 GB download); set QUANTEASE_SKIP_QWEN=1 to skip.
+if [ -z "${QUANTEASE_SKIP_QWEN:-}" ]; then
+    QUANTEASE_TEST_QWEN=$(scripts/fetch-model.sh qwen)
+    export QUANTEASE_TEST_QWEN
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --release --all-targets -- -D warnings
 cargo test --workspace --release
