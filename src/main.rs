@@ -3,9 +3,9 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use quantease_gguf::convert::{convert, ConvertSettings, ConvertSummary, SigmaProvider};
-use quantease_gguf::gram::GramFile;
 use quantease_gguf::formats::GgmlType;
 use quantease_gguf::gguf::GgufFile;
+use quantease_gguf::gram::GramFile;
 use quantease_gguf::imatrix::Imatrix;
 use quantease_gguf::inspect;
 use quantease_gguf::plan::{self, Mix, ModelFacts, PlanOptions, PlannedTensor, TensorShape};
