@@ -392,15 +392,7 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
         )
     };
     let facts = ModelFacts::from_metadata(source.metadata());
-    let shapes: Vec<TensorShape> = source
-        .tensors()
-        .iter()
-        .map(|t| TensorShape {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            source_type: t.ty,
-        })
-        .collect();
+    let shapes: Vec<TensorShape> = source.tensors().iter().map(TensorShape::from).collect();
     let planned = plan::plan(&shapes, &facts, &opts)
         .with_context(|| format!("planning {}", a.input.display()))?;
     if a.dry_run {
@@ -513,15 +505,7 @@ fn run_dequantize(a: DequantizeArgs) -> Result<()> {
     };
     let source =
         GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let shapes: Vec<TensorShape> = source
-        .tensors()
-        .iter()
-        .map(|t| TensorShape {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            source_type: t.ty,
-        })
-        .collect();
+    let shapes: Vec<TensorShape> = source.tensors().iter().map(TensorShape::from).collect();
     let planned = plan::dequantize_plan(&shapes, float);
     let settings = ConvertSettings {
         mix,

@@ -36,6 +36,16 @@ impl SourceTensor {
     }
 }
 
+impl From<&SourceTensor> for crate::plan::TensorShape {
+    fn from(t: &SourceTensor) -> Self {
+        crate::plan::TensorShape {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            source_type: t.ty,
+        }
+    }
+}
+
 /// Why a source could not deliver.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
