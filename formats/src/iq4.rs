@@ -27,6 +27,7 @@
 //!   `d`'s f16 neighbours are tried. Codes are then chosen exactly for the stored scales.
 
 use crate::float::f16_to_f32;
+use crate::legacy::{le16, nibble_codes, pack_nibbles, unpack_nibbles};
 use crate::search::{self, fill_weights, CodeGrid};
 use crate::types::{GgmlType, QK_K};
 
@@ -76,19 +77,6 @@ const _: () = assert!(
         && GgmlType::IQ4_XS.block_size() == QK_K
 );
 
-fn pack_nibbles32(codes: &[u8], qs: &mut [u8]) {
-    for j in 0..16 {
-        qs[j] = (codes[j] & 0x0f) | ((codes[j + 16] & 0x0f) << 4);
-    }
-}
-
-fn unpack_nibbles32(qs: &[u8], codes: &mut [u8]) {
-    for j in 0..16 {
-        codes[j] = qs[j] & 0x0f;
-        codes[j + 16] = qs[j] >> 4;
-    }
-}
-
 impl IQ4NlBlock {
     /// Packed size in bytes.
     pub const BYTES: usize = GgmlType::IQ4_NL.type_size();
@@ -104,7 +92,7 @@ impl IQ4NlBlock {
     /// If `out` is shorter than [`Self::BYTES`].
     pub fn pack(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
-        pack_nibbles32(&self.codes, &mut out[2..18]);
+        pack_nibbles(&self.codes, &mut out[2..18]);
     }
 
     /// Read a block from `bytes[..18]`.
@@ -112,11 +100,9 @@ impl IQ4NlBlock {
     /// # Panics
     /// If `bytes` is shorter than [`Self::BYTES`].
     pub fn unpack(bytes: &[u8]) -> Self {
-        let mut codes = [0u8; QK4_NL];
-        unpack_nibbles32(&bytes[2..18], &mut codes);
         IQ4NlBlock {
-            d: u16::from_le_bytes([bytes[0], bytes[1]]),
-            codes,
+            d: le16(bytes, 0),
+            codes: nibble_codes(&bytes[2..18]),
         }
     }
 
@@ -157,7 +143,7 @@ impl IQ4XsBlock {
         out[2..4].copy_from_slice(&scales_h.to_le_bytes());
         out[4..8].copy_from_slice(&scales_l);
         for ib in 0..XS_SUBBLOCKS {
-            pack_nibbles32(
+            pack_nibbles(
                 &self.codes[32 * ib..32 * ib + 32],
                 &mut out[8 + 16 * ib..8 + 16 * ib + 16],
             );
@@ -178,13 +164,13 @@ impl IQ4XsBlock {
         }
         let mut codes = [0u8; QK_K];
         for ib in 0..XS_SUBBLOCKS {
-            unpack_nibbles32(
+            unpack_nibbles(
                 &bytes[8 + 16 * ib..8 + 16 * ib + 16],
                 &mut codes[32 * ib..32 * ib + 32],
             );
         }
         IQ4XsBlock {
-            d: u16::from_le_bytes([bytes[0], bytes[1]]),
+            d: le16(bytes, 0),
             scales,
             codes,
         }

@@ -43,30 +43,53 @@ const LADDER_REL: f32 = 0.0125;
 /// Steps either side of each end of the grid in the ladder.
 const LADDER_N: i32 = 8;
 
-fn le16(b: &[u8], at: usize) -> u16 {
+/// The little-endian `u16` at `b[at..at + 2]` (an f16 bit pattern).
+pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-/// Low nibble = weight `j`, high nibble = weight `j + 16`, for `j` in `0..16`.
-fn pack_nibbles(codes: &[u8; QK], qs: &mut [u8]) {
+/// Pack 32 codes (`codes[..32]`) into `qs[..16]`: low nibble = weight `j`, high nibble =
+/// weight `j + 16`, for `j` in `0..16`. Codes are taken modulo 16. Shared with the IQ4 formats.
+pub(crate) fn pack_nibbles(codes: &[u8], qs: &mut [u8]) {
     for j in 0..QK / 2 {
         qs[j] = (codes[j] & 0x0f) | ((codes[j + QK / 2] & 0x0f) << 4);
     }
 }
 
-fn unpack_nibbles(qs: &[u8], codes: &mut [u8; QK]) {
+/// Inverse of [`pack_nibbles`]: read 32 codes from `qs[..16]` into `codes[..32]`.
+pub(crate) fn unpack_nibbles(qs: &[u8], codes: &mut [u8]) {
     for j in 0..QK / 2 {
         codes[j] = qs[j] & 0x0f;
         codes[j + QK / 2] = qs[j] >> 4;
     }
 }
 
-/// Bit 4 of every code, as the `qh` word.
-fn high_bits(codes: &[u8; QK]) -> u32 {
+/// The 32 4-bit codes stored as nibbles in `qs[..16]` (see [`pack_nibbles`]).
+pub(crate) fn nibble_codes(qs: &[u8]) -> [u8; QK] {
+    let mut codes = [0u8; QK];
+    unpack_nibbles(qs, &mut codes);
     codes
+}
+
+/// Pack 5-bit codes (taken modulo 32) into `out[..20]`: the `qh` word (bit `i` = bit 4 of code
+/// `i`, little-endian) followed by the low nibbles, as Q5_0 and Q5_1 store them.
+fn pack_5bit_codes(codes: &[u8; QK], out: &mut [u8]) {
+    let qh = codes
         .iter()
         .enumerate()
-        .fold(0u32, |acc, (i, &c)| acc | (((c >> 4) as u32 & 1) << i))
+        .fold(0u32, |acc, (i, &c)| acc | (((c >> 4) as u32 & 1) << i));
+    out[0..4].copy_from_slice(&qh.to_le_bytes());
+    pack_nibbles(codes, &mut out[4..20]);
+}
+
+/// Inverse of [`pack_5bit_codes`]: the 5-bit codes stored in `bytes[..20]`.
+fn unpack_5bit_codes(bytes: &[u8]) -> [u8; QK] {
+    let qh = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let mut codes = nibble_codes(&bytes[4..20]);
+    for (i, c) in codes.iter_mut().enumerate() {
+        *c |= (((qh >> i) & 1) as u8) << 4;
+    }
+    codes
 }
 
 /// Q4_0 block, unpacked: value of weight `i` = `(codes[i] − 8)·d`.
@@ -147,11 +170,9 @@ impl Q4_0Block {
     /// # Panics
     /// If `bytes` is shorter than [`Self::BYTES`].
     pub fn unpack(bytes: &[u8]) -> Self {
-        let mut codes = [0u8; QK];
-        unpack_nibbles(&bytes[2..18], &mut codes);
         Q4_0Block {
             d: le16(bytes, 0),
-            codes,
+            codes: nibble_codes(&bytes[2..18]),
         }
     }
 
@@ -190,12 +211,10 @@ impl Q4_1Block {
     /// # Panics
     /// If `bytes` is shorter than [`Self::BYTES`].
     pub fn unpack(bytes: &[u8]) -> Self {
-        let mut codes = [0u8; QK];
-        unpack_nibbles(&bytes[4..20], &mut codes);
         Q4_1Block {
             d: le16(bytes, 0),
             m: le16(bytes, 2),
-            codes,
+            codes: nibble_codes(&bytes[4..20]),
         }
     }
 
@@ -220,8 +239,7 @@ impl Q5_0Block {
     /// If `out` is shorter than [`Self::BYTES`].
     pub fn pack(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
-        out[2..6].copy_from_slice(&high_bits(&self.codes).to_le_bytes());
-        pack_nibbles(&self.codes, &mut out[6..22]);
+        pack_5bit_codes(&self.codes, &mut out[2..22]);
     }
 
     /// Read a block from `bytes[..22]`.
@@ -229,15 +247,9 @@ impl Q5_0Block {
     /// # Panics
     /// If `bytes` is shorter than [`Self::BYTES`].
     pub fn unpack(bytes: &[u8]) -> Self {
-        let qh = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
-        let mut codes = [0u8; QK];
-        unpack_nibbles(&bytes[6..22], &mut codes);
-        for (i, c) in codes.iter_mut().enumerate() {
-            *c |= (((qh >> i) & 1) as u8) << 4;
-        }
         Q5_0Block {
             d: le16(bytes, 0),
-            codes,
+            codes: unpack_5bit_codes(&bytes[2..22]),
         }
     }
 
@@ -268,8 +280,7 @@ impl Q5_1Block {
     pub fn pack(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.m.to_le_bytes());
-        out[4..8].copy_from_slice(&high_bits(&self.codes).to_le_bytes());
-        pack_nibbles(&self.codes, &mut out[8..24]);
+        pack_5bit_codes(&self.codes, &mut out[4..24]);
     }
 
     /// Read a block from `bytes[..24]`.
@@ -277,16 +288,10 @@ impl Q5_1Block {
     /// # Panics
     /// If `bytes` is shorter than [`Self::BYTES`].
     pub fn unpack(bytes: &[u8]) -> Self {
-        let qh = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        let mut codes = [0u8; QK];
-        unpack_nibbles(&bytes[8..24], &mut codes);
-        for (i, c) in codes.iter_mut().enumerate() {
-            *c |= (((qh >> i) & 1) as u8) << 4;
-        }
         Q5_1Block {
             d: le16(bytes, 0),
             m: le16(bytes, 2),
-            codes,
+            codes: unpack_5bit_codes(&bytes[4..24]),
         }
     }
 
