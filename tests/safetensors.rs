@@ -6,7 +6,13 @@
 //! - Real models (env `QUANTEASE_TEST_MODEL` = SmolLM2 GGUF, `QUANTEASE_TEST_QWEN` = Qwen2.5
 //!   GGUF): `scripts/hf_fixture.py` turns the GGUF into an HF directory, we convert it back to F16
 //!   and the `gguf` Python package checks hyper-parameters, tokenizer and tensors against the
-//!   original.
+//!   original; llama.cpp tokenises texts to the same ids with both and computes the same logits.
+//!   Qwen2 is cut to 2 layers, the reference too (`hf_fixture.py derive`).
+//! - SentencePiece (env `QUANTEASE_TEST_SPM_VOCAB` = llama.cpp's vocab-only
+//!   `ggml-vocab-llama-spm.gguf`, Llama 2's vocabulary, with SmolLM2): the vocabulary is grafted
+//!   onto SmolLM2's weights, the HF directory has `tokenizer.model` + a `byte_fallback`
+//!   `tokenizer.json` (and then `tokenizer.json` alone); metadata, ids and logits as above, and
+//!   ids also against llama.cpp's reference tokenisations of that vocabulary (`.inp`/`.out`).
 
 mod common;
 
@@ -502,24 +508,82 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hf_fixture.py")
 }
 
-/// llama.cpp reads both files alike: same token ids for a set of texts (special tokens, digits,
-/// Unicode, code, whitespace), and, when `logits`, the same logits over those tokens (the F16
-/// tensors are byte-identical, so the only tolerance is none).
+/// Texts every round trip tokenises: special tokens, digits, Unicode, code, whitespace (leading,
+/// repeated, trailing, tabs, newlines) and characters a SentencePiece vocabulary has no piece for
+/// (byte fallback).
+const TEXTS: &[&str] = &[
+    "Hello world! The quick brown fox jumps over the lazy dog.",
+    "  leading spaces, tabs\tand\nnewlines\n\n\nend",
+    "Numbers: 1234567890 3.14159 2026-11-24, 1,000,000",
+    "Unicode: naïve café, Ελληνικά, 日本語のテキスト, emoji 🦀🚀",
+    "code: fn main() { println!(\"{}\", x >= 10 && y != 0); } // comment",
+    "<|im_start|>user\nWhat's up?<|im_end|>\n<|im_start|>assistant\n",
+    "I'm you're they'll we've it's DON'T",
+    " one leading space, two  spaces,   three,    four; trailing   ",
+    "\n\nstarts with newlines\r\nand CRLF\t\ttabs",
+    "bytes: \u{10348}\u{E000} \u{1F9A9} \u{2603} 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ﷽",
+    "<s> </s> <unk> [INST] look like specials [/INST]",
+];
+
+/// llama.cpp's reference tokenisations next to a vocab-only GGUF (`X.gguf.inp`: texts separated
+/// by `__ggml_vocab_test__` lines; `X.gguf.out`: their ids, a line each, no BOS).
+fn reference_tokenisations(vocab: &Path) -> Vec<(String, Vec<i32>)> {
+    let inp = std::fs::read_to_string(format!("{}.inp", vocab.display())).unwrap();
+    let out = std::fs::read_to_string(format!("{}.out", vocab.display())).unwrap();
+    let texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    let ids: Vec<Vec<i32>> = out
+        .lines()
+        .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect())
+        .collect();
+    assert!(
+        texts.len() >= ids.len() && ids.len() > 10,
+        "{} texts, {} id lines",
+        texts.len(),
+        ids.len()
+    );
+    texts
+        .into_iter()
+        .zip(ids)
+        .map(|(t, i)| (t.to_string(), i))
+        .collect()
+}
+
+/// llama.cpp reads both files alike: same token ids for [`TEXTS`] (and, when given, the reference
+/// tokenisations of `expected`), and, when `logits`, logits over those tokens within
+/// `tolerance`.
 #[cfg(feature = "llama")]
-fn llama_cpp_agrees(reference: &Path, converted: &Path, logits: bool) {
+fn llama_cpp_agrees(
+    reference: &Path,
+    converted: &Path,
+    logits: bool,
+    tolerance: f32,
+    expected: Option<&Path>,
+) {
     use quantease_gguf::llama::{Context, ContextParams, Model};
     let a = Model::load(reference).expect("llama.cpp loads the reference");
     let b = Model::load(converted).expect("llama.cpp loads the conversion");
     assert_eq!((a.add_bos(), a.bos()), (b.add_bos(), b.bos()));
-    let texts = [
-        "Hello world! The quick brown fox jumps over the lazy dog.",
-        "  leading spaces, tabs\tand\nnewlines\n\n\nend",
-        "Numbers: 1234567890 3.14159 2026-11-24, 1,000,000",
-        "Unicode: naïve café, Ελληνικά, 日本語のテキスト, emoji 🦀🚀",
-        "code: fn main() { println!(\"{}\", x >= 10 && y != 0); } // comment",
-        "<|im_start|>user\nWhat's up?<|im_end|>\n<|im_start|>assistant\n",
-        "I'm you're they'll we've it's DON'T",
-    ];
+    assert_eq!(a.n_vocab(), b.n_vocab());
+    let texts = TEXTS;
+    if let Some(vocab) = expected {
+        let refs = reference_tokenisations(vocab);
+        for (text, ids) in &refs {
+            assert_eq!(
+                &b.tokenize(text, false).unwrap(),
+                ids,
+                "conversion: reference ids differ for {text:?}"
+            );
+            assert_eq!(
+                &a.tokenize(text, false).unwrap(),
+                ids,
+                "original: reference ids differ for {text:?}"
+            );
+        }
+        eprintln!(
+            "llama.cpp: reference tokenisations of {} texts reproduced",
+            refs.len()
+        );
+    }
     let mut all = Vec::new();
     for t in texts {
         for special in [false, true] {
@@ -566,12 +630,44 @@ fn llama_cpp_agrees(reference: &Path, converted: &Path, logits: bool) {
         "llama.cpp: logits over {} positions, max |difference| {max_diff:e}",
         all.len()
     );
-    // Same F16 tensors: llama.cpp computes the same numbers; allow only F16-level noise.
-    assert!(max_diff <= 1e-3, "logits differ by {max_diff}");
+    assert!(
+        max_diff <= tolerance,
+        "logits differ by {max_diff} (tolerance {tolerance})"
+    );
+}
+
+/// `hf_fixture.py derive MODEL OUT ARGS…`: a reference GGUF cut to fewer layers or with another
+/// vocabulary.
+fn derive(model: &Path, out: &Path, args: &[&str]) {
+    let o = Command::new("python3")
+        .arg(script())
+        .arg("derive")
+        .arg(model)
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "derive: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&o.stdout));
+}
+
+/// How a round trip checks llama.cpp's view of the two files.
+struct LlamaCheck<'a> {
+    /// Compare logits (else token ids only).
+    logits: bool,
+    /// Largest |logit difference| accepted: 1e-3 when every tensor is byte-identical (F16-level
+    /// noise only); more when the fixture stores some tensors in BF16.
+    tolerance: f32,
+    /// A vocab-only GGUF whose `.inp`/`.out` reference tokenisations must be reproduced.
+    expected: Option<&'a Path>,
 }
 
 /// GGUF → HF fixture → our converter (F16) → compare with the original via gguf-py.
-fn round_trip(model: &Path, make_args: &[&str], compare_logits: bool) {
+fn round_trip(model: &Path, make_args: &[&str], check: LlamaCheck<'_>) {
     assert!(
         python_with_gguf(),
         "the real-model round trip needs python3 with the gguf package and numpy"
@@ -664,10 +760,17 @@ fn round_trip(model: &Path, make_args: &[&str], compare_logits: bool) {
     );
     assert!(identical > 0);
     #[cfg(feature = "llama")]
-    llama_cpp_agrees(&reference, &out, compare_logits);
+    llama_cpp_agrees(
+        &reference,
+        &out,
+        check.logits,
+        check.tolerance,
+        check.expected,
+    );
     #[cfg(not(feature = "llama"))]
     eprintln!(
-        "built without the llama feature: llama.cpp comparison skipped (logits: {compare_logits})"
+        "built without the llama feature: llama.cpp comparison skipped (logits: {})",
+        check.logits
     );
     // A quantised mix from the same directory also works.
     let q = dir.path().join("roundtrip.q4_0.gguf");
@@ -691,7 +794,15 @@ fn smollm2_round_trip_through_hf_directory() {
     let Some(model) = common::test_model() else {
         return;
     };
-    round_trip(&model, &["--shards", "2", "--dtypes", "f32,f16"], true);
+    round_trip(
+        &model,
+        &["--shards", "2", "--dtypes", "f32,f16"],
+        LlamaCheck {
+            logits: true,
+            tolerance: 1e-3,
+            expected: None,
+        },
+    );
 }
 
 #[test]
@@ -703,11 +814,13 @@ fn qwen2_round_trip_through_hf_directory() {
             return;
         }
     };
+    // The fixture keeps 2 layers: so does the reference its logits are compared with.
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("qwen2-2layers.gguf");
+    derive(&model, &reference, &["--layers", "2"]);
     round_trip(
-        &model,
+        &reference,
         &[
-            "--layers",
-            "2",
             "--shards",
             "3",
             "--dtypes",
@@ -715,8 +828,69 @@ fn qwen2_round_trip_through_hf_directory() {
             "--merge-pairs",
             "--bos-from-config",
         ],
-        // Truncated to 2 layers: its logits differ from the full original by design.
-        false,
+        LlamaCheck {
+            logits: true,
+            // A third of the tensors go through BF16 (8 bits of mantissa).
+            tolerance: 0.25,
+            expected: None,
+        },
+    );
+}
+
+/// Llama 2's SentencePiece vocabulary (llama.cpp's vocab-only GGUF) on SmolLM2's weights.
+fn spm_reference(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let model = common::test_model()?;
+    let vocab = match std::env::var_os("QUANTEASE_TEST_SPM_VOCAB") {
+        Some(p) if Path::new(&p).exists() => PathBuf::from(p),
+        _ => {
+            eprintln!("QUANTEASE_TEST_SPM_VOCAB not set: skipping the SentencePiece round trip");
+            return None;
+        }
+    };
+    let reference = dir.join("smollm2-llama-spm.gguf");
+    derive(&model, &reference, &["--vocab", vocab.to_str().unwrap()]);
+    Some((reference, vocab))
+}
+
+#[test]
+fn spm_round_trip_with_tokenizer_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((reference, vocab)) = spm_reference(dir.path()) else {
+        return;
+    };
+    round_trip(
+        &reference,
+        &["--shards", "2", "--dtypes", "f32,f16"],
+        LlamaCheck {
+            logits: true,
+            tolerance: 1e-3,
+            expected: Some(&vocab),
+        },
+    );
+}
+
+#[test]
+fn spm_round_trip_from_tokenizer_json_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((reference, vocab)) = spm_reference(dir.path()) else {
+        return;
+    };
+    // Scores derived from the merges (compare skips them), Metaspace pre-tokenizer.
+    round_trip(
+        &reference,
+        &[
+            "--shards",
+            "2",
+            "--dtypes",
+            "f16,f32",
+            "--no-tokenizer-model",
+            "--metaspace",
+        ],
+        LlamaCheck {
+            logits: true,
+            tolerance: 1e-3,
+            expected: Some(&vocab),
+        },
     );
 }
 

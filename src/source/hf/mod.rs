@@ -3,6 +3,7 @@
 //! the weights read zero-copy from the memory-mapped shards.
 
 pub mod arch;
+pub mod spm;
 pub mod tokenizer;
 
 use super::safetensors::{Dtype, SafetensorsError, SafetensorsSet};
@@ -93,6 +94,18 @@ pub enum HfError {
         second: String,
         /// The GGUF name.
         gguf: String,
+    },
+    /// A sentencepiece `tokenizer.model` is malformed or of a kind llama.cpp cannot use.
+    #[error("{}: field '{field}' (byte {offset}): {message}", path.display())]
+    Protobuf {
+        /// `tokenizer.model`.
+        path: PathBuf,
+        /// The protobuf field (`pieces[7].score`, `trainer_spec.model_type`, …).
+        field: String,
+        /// Byte offset in the file where reading failed.
+        offset: u64,
+        /// What is wrong.
+        message: String,
     },
     /// The BPE pre-tokenizer is not one llama.cpp has a name for.
     #[error("{}: pre_tokenizer {summary} is not recognised; llama.cpp needs a known pre-tokenizer name (recognised: {known})", path.display())]

@@ -1,9 +1,11 @@
-//! The tokenizer: `tokenizer.json` (byte-level BPE vocabulary, merges, added tokens,
-//! pre-tokenizer), `tokenizer_config.json` (special tokens, add-BOS/EOS flags, chat template) and
-//! `config.json` (fallback special token ids, vocabulary size) as llama.cpp's `tokenizer.*`
-//! GGUF metadata.
+//! The tokenizer as llama.cpp's `tokenizer.*` GGUF metadata, from `tokenizer.json` (byte-level
+//! BPE: vocabulary, merges, added tokens, pre-tokenizer), or for SentencePiece vocabularies
+//! (Llama 2, Mistral) `tokenizer.model` or a `byte_fallback` BPE `tokenizer.json` (see
+//! [`super::spm`]); plus `tokenizer_config.json` (special tokens, add-BOS/EOS flags, chat
+//! template) and `config.json` (fallback special token ids, vocabulary size).
 
 use super::arch::Arch;
+use super::spm::{self, SpmVocab};
 use super::{Config, HfError};
 use crate::gguf::{MetaArray, MetaValue};
 use serde_json::Value;
@@ -14,12 +16,16 @@ use std::path::Path;
 pub mod token_type {
     /// Ordinary vocabulary entry.
     pub const NORMAL: i32 = 1;
+    /// The unknown token.
+    pub const UNKNOWN: i32 = 2;
     /// Special (control) token.
     pub const CONTROL: i32 = 3;
     /// Added, non-special token.
     pub const USER_DEFINED: i32 = 4;
     /// Placeholder for an id the tokenizer does not use.
     pub const UNUSED: i32 = 5;
+    /// A byte-fallback token `<0xNN>`.
+    pub const BYTE: i32 = 6;
 }
 
 /// A byte-level BPE pre-tokenizer regex of tokenizer.json and the name llama.cpp knows it by.
@@ -114,11 +120,13 @@ pub fn pre_tokenizer_name(pre: &Value, arch: &Arch, path: &Path) -> Result<&'sta
     })
 }
 
-/// Whether an added token looks like a control token even when not flagged special.
-fn looks_special(t: &str) -> bool {
-    matches!(t, "<pad>" | "<mask>")
+/// Whether an added token looks like a control token even when not flagged special (llama.cpp's
+/// converter's list).
+pub fn looks_special(t: &str) -> bool {
+    matches!(t, "<pad>" | "<mask>" | "<2mass>" | "[@BOS@]")
         || (t.starts_with("<|") && t.ends_with("|>"))
         || (t.starts_with("<\u{ff5c}") && t.ends_with("\u{ff5c}>"))
+        || (t.starts_with("<unused") && t.ends_with('>'))
 }
 
 fn read_optional(path: &Path) -> Result<Option<Config>, HfError> {
@@ -130,23 +138,34 @@ fn read_optional(path: &Path) -> Result<Option<Config>, HfError> {
 }
 
 /// Build the `tokenizer.*` metadata from the files in `dir` and `config.json`.
+///
+/// `tokenizer.json` with a byte-level BPE model gives llama.cpp's `gpt2` tokenizer; a
+/// `byte_fallback` BPE one (or no `tokenizer.json`) gives its SentencePiece `llama` tokenizer,
+/// from `tokenizer.model` when present. Any other model type is an error naming the file.
 pub fn tokenizer_metadata(
     dir: &Path,
     config: &Config,
     arch: &Arch,
 ) -> Result<Vec<(String, MetaValue)>, HfError> {
     let tok_path = dir.join("tokenizer.json");
+    let spm_path = spm::model_path(dir);
+    let tcfg = read_optional(&dir.join("tokenizer_config.json"))?;
     if !tok_path.is_file() {
-        return Err(HfError::Io {
-            path: tok_path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "tokenizer.json is required (llama.cpp needs the vocabulary)",
-            ),
-        });
+        return match spm_path {
+            Some(p) => {
+                let v = spm::from_model_proto(&p, dir, config, tcfg.as_ref())?;
+                spm_metadata(v, None, tcfg.as_ref(), config, dir)
+            }
+            None => Err(HfError::Io {
+                path: tok_path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "tokenizer.json (or a sentencepiece tokenizer.model) is required: llama.cpp needs the vocabulary",
+                ),
+            }),
+        };
     }
     let tok = Config::load(&tok_path)?;
-    let tcfg = read_optional(&dir.join("tokenizer_config.json"))?;
     let model = tok
         .json
         .get("model")
@@ -154,16 +173,22 @@ pub fn tokenizer_metadata(
         .ok_or_else(|| tok.field_err("model", "missing or not an object".into()))?;
     let model_type = model.get("type").and_then(Value::as_str).unwrap_or("");
     if model_type != "BPE" {
+        let what = if model_type.is_empty() {
+            "missing".to_string()
+        } else {
+            format!("'{model_type}'")
+        };
         return Err(tok.field_err(
             "model.type",
-            format!("'{model_type}' is not supported (byte-level BPE is)"),
+            format!("{what} is not supported: byte-level BPE (GPT-2, Llama 3, Qwen2) and SentencePiece-style BPE (Llama 2, Mistral) are"),
         ));
     }
     if model.get("byte_fallback").and_then(Value::as_bool) == Some(true) {
-        return Err(tok.field_err(
-            "model.byte_fallback",
-            "SentencePiece-style BPE (Llama 2, Mistral) is not supported yet; only byte-level BPE tokenizers are".into(),
-        ));
+        let v = match spm_path {
+            Some(p) => spm::from_model_proto(&p, dir, config, tcfg.as_ref())?,
+            None => spm::from_tokenizer_json(&tok, config, tcfg.as_ref())?,
+        };
+        return spm_metadata(v, Some(&tok), tcfg.as_ref(), config, dir);
     }
     let pre = tok
         .json
@@ -292,13 +317,67 @@ pub fn tokenizer_metadata(
         ),
     ];
     md.extend(special_tokens(
-        &tok,
+        Some(&tok),
         tcfg.as_ref(),
         config,
         &added_ids,
         n_vocab,
     )?);
     md.extend(chat_template(dir, tcfg.as_ref())?);
+    Ok(md)
+}
+
+/// The `llama` (SentencePiece) tokenizer metadata for `v`, as llama.cpp's converter writes it.
+fn spm_metadata(
+    v: SpmVocab,
+    tok: Option<&Config>,
+    tcfg: Option<&Config>,
+    config: &Config,
+    dir: &Path,
+) -> Result<Vec<(String, MetaValue)>, HfError> {
+    let n_vocab = v.tokens.len() as u64;
+    let mut md = vec![
+        (
+            "tokenizer.ggml.model".to_string(),
+            MetaValue::string("llama"),
+        ),
+        (
+            "tokenizer.ggml.pre".to_string(),
+            MetaValue::string("default"),
+        ),
+        (
+            "tokenizer.ggml.tokens".to_string(),
+            MetaValue::Array(MetaArray::String(v.tokens)),
+        ),
+        (
+            "tokenizer.ggml.scores".to_string(),
+            MetaValue::Array(MetaArray::F32(v.scores)),
+        ),
+        (
+            "tokenizer.ggml.token_type".to_string(),
+            MetaValue::Array(MetaArray::I32(v.types)),
+        ),
+    ];
+    if let Some(p) = v.add_space_prefix {
+        md.push((
+            "tokenizer.ggml.add_space_prefix".to_string(),
+            MetaValue::Bool(p),
+        ));
+    }
+    let ids: HashMap<&str, u64> = v.specials.iter().map(|(k, &i)| (k.as_str(), i)).collect();
+    md.extend(special_tokens(tok, tcfg, config, &ids, n_vocab)?);
+    // CodeLlama's infill tokens (llama.cpp's converter sets them for a 32016-token vocabulary).
+    if n_vocab == 32016 {
+        for (key, id) in [
+            ("prefix", 32007),
+            ("suffix", 32008),
+            ("middle", 32009),
+            ("eot", 32010),
+        ] {
+            md.push((format!("tokenizer.ggml.{key}_token_id"), MetaValue::U32(id)));
+        }
+    }
+    md.extend(chat_template(dir, tcfg)?);
     Ok(md)
 }
 
@@ -323,7 +402,7 @@ fn token_content(tcfg: Option<&Config>, typ: &str) -> Option<String> {
 }
 
 fn special_tokens(
-    tok: &Config,
+    tok: Option<&Config>,
     tcfg: Option<&Config>,
     config: &Config,
     added_ids: &HashMap<&str, u64>,
@@ -334,7 +413,10 @@ fn special_tokens(
     // TemplateProcessing: a leading BOS / trailing EOS special token means they are added.
     let bos = token_content(tcfg, "bos");
     let eos = token_content(tcfg, "eos");
-    if let Some(pp) = tok.json.get("post_processor").filter(|v| !v.is_null()) {
+    if let Some(pp) = tok
+        .and_then(|t| t.json.get("post_processor"))
+        .filter(|v| !v.is_null())
+    {
         let procs: Vec<&Value> = match pp.get("processors").and_then(Value::as_array) {
             Some(a) => a.iter().collect(),
             None => vec![pp],
