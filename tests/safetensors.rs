@@ -830,8 +830,9 @@ fn qwen2_round_trip_through_hf_directory() {
         ],
         LlamaCheck {
             logits: true,
-            // A third of the tensors go through BF16 (8 bits of mantissa).
-            tolerance: 0.25,
+            // The first shard is BF16 (8 bits of mantissa): it holds the embedding (measured:
+            // 0.048).
+            tolerance: 0.1,
             expected: None,
         },
     );

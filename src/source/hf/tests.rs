@@ -1,4 +1,5 @@
 use super::*;
+use crate::gguf::MetaArray;
 use serde_json::json;
 
 /// Write a safetensors file of (name, dtype, shape, little-endian bytes).
@@ -440,18 +441,427 @@ fn tokenizer_details() {
         meta(&s, "tokenizer.ggml.bos_token_id").unwrap().as_u64(),
         Some(3)
     );
-    // SentencePiece-style BPE is refused with the field named; a missing tokenizer.json too.
-    tok["model"]["byte_fallback"] = json!(true);
-    std::fs::write(d.path().join("tokenizer.json"), tok.to_string()).unwrap();
-    let e = HfSource::open(d.path(), None).err().unwrap().to_string();
-    assert!(
-        e.contains("tokenizer.json") && e.contains("byte_fallback"),
-        "{e}"
-    );
+    // Other model types are refused naming the file and the type; a missing tokenizer.json too.
+    for t in ["Unigram", "WordPiece", "WordLevel"] {
+        tok["model"]["type"] = json!(t);
+        std::fs::write(d.path().join("tokenizer.json"), tok.to_string()).unwrap();
+        let e = HfSource::open(d.path(), None).err().unwrap().to_string();
+        assert!(
+            e.contains("tokenizer.json") && e.contains("model.type") && e.contains(t),
+            "{e}"
+        );
+    }
     std::fs::remove_file(d.path().join("tokenizer.json")).unwrap();
     let e = HfSource::open(d.path(), None).err().unwrap().to_string();
     assert!(
         e.contains("tokenizer.json") && e.contains("required"),
+        "{e}"
+    );
+}
+
+/// Protobuf writing helpers for hand-made `tokenizer.model` files.
+fn pb_varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn pb_field(num: u64, wire: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = pb_varint(num << 3 | wire as u64);
+    if wire == 2 {
+        out.extend(pb_varint(payload.len() as u64));
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+fn pb_piece(piece: &str, score: f32, kind: Option<u64>) -> Vec<u8> {
+    let mut p = pb_field(1, 2, piece.as_bytes());
+    p.extend(pb_field(2, 5, &score.to_le_bytes()));
+    if let Some(k) = kind {
+        p.extend(pb_field(3, 0, &pb_varint(k)));
+    }
+    pb_field(1, 2, &p)
+}
+
+/// A 6-piece BPE sentencepiece model: <unk> <s> </s> ▁a b <0x0A>, plus trainer and normalizer
+/// specs (`add_dummy_prefix` as given) and an unknown field that must be skipped.
+fn spm_proto(add_dummy_prefix: bool, model_type: u64) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend(pb_piece("<unk>", 0.0, Some(2)));
+    m.extend(pb_piece("<s>", 0.0, Some(3)));
+    m.extend(pb_piece("</s>", 0.0, Some(3)));
+    m.extend(pb_piece("\u{2581}a", -1.0, None));
+    m.extend(pb_piece("b", -2.0, Some(4)));
+    m.extend(pb_piece("<0x0A>", 0.0, Some(6)));
+    let mut trainer = pb_field(3, 0, &pb_varint(model_type));
+    trainer.extend(pb_field(35, 0, &[1]));
+    trainer.extend(pb_field(2, 2, b"prefix")); // model_prefix: skipped
+    trainer.extend(pb_field(10, 5, &0.9995f32.to_le_bytes())); // character_coverage: skipped
+    m.extend(pb_field(2, 2, &trainer));
+    let mut norm = pb_field(1, 2, b"identity");
+    norm.extend(pb_field(3, 0, &[add_dummy_prefix as u8]));
+    norm.extend(pb_field(4, 0, &[0]));
+    m.extend(pb_field(3, 2, &norm));
+    m.extend(pb_field(9, 1, &[0; 8])); // an unknown 64-bit field
+    m
+}
+
+#[test]
+fn sentencepiece_model_proto_is_parsed() {
+    let path = Path::new("tokenizer.model");
+    let m = spm::SpmModel::parse(&spm_proto(false, 2), path).unwrap();
+    let pieces: Vec<(&str, f32, i32)> = m
+        .pieces
+        .iter()
+        .map(|p| (p.piece.as_str(), p.score, p.kind))
+        .collect();
+    assert_eq!(
+        pieces,
+        vec![
+            ("<unk>", 0.0, 2),
+            ("<s>", 0.0, 3),
+            ("</s>", 0.0, 3),
+            ("\u{2581}a", -1.0, 1),
+            ("b", -2.0, 4),
+            ("<0x0A>", 0.0, 6)
+        ]
+    );
+    assert_eq!(m.model_type, Some(2));
+    assert!(m.byte_fallback && !m.add_dummy_prefix && !m.remove_extra_whitespaces);
+    // No trainer spec: model type unknown; defaults for the normalizer.
+    let m = spm::SpmModel::parse(&pb_piece("x", 0.5, None), path).unwrap();
+    assert_eq!((m.model_type, m.add_dummy_prefix), (None, true));
+}
+
+#[test]
+fn malformed_sentencepiece_models_are_errors_naming_file_and_field() {
+    let path = Path::new("dir/tokenizer.model");
+    let good = spm_proto(true, 2);
+    // Every truncation fails cleanly (or, cut between top-level fields, parses).
+    for n in 0..good.len() {
+        match spm::SpmModel::parse(&good[..n], path) {
+            Ok(m) => assert!(!m.pieces.is_empty()),
+            Err(e) => assert!(e.to_string().contains("dir/tokenizer.model"), "{e}"),
+        }
+    }
+    let cases: Vec<(Vec<u8>, &[&str])> = vec![
+        (vec![], &["pieces", "no pieces"]),
+        (
+            pb_field(1, 2, &pb_field(2, 0, &[1])),
+            &["pieces[0].score", "wire type 0"],
+        ),
+        (
+            pb_field(1, 2, &[pb_field(1, 2, b"x"), pb_field(3, 0, &[9])].concat()),
+            &["pieces[0].type", "9"],
+        ),
+        (
+            pb_field(
+                1,
+                2,
+                &[
+                    pb_field(1, 2, b"x"),
+                    pb_field(2, 5, &f32::NAN.to_le_bytes()),
+                ]
+                .concat(),
+            ),
+            &["pieces[0].score", "not finite"],
+        ),
+        (
+            pb_field(1, 2, &pb_field(1, 2, &[0xff, 0xfe])),
+            &["pieces[0].piece", "UTF-8"],
+        ),
+        (
+            pb_field(1, 2, &pb_field(2, 5, &[0; 4])),
+            &["pieces[0].piece", "missing"],
+        ),
+        (vec![0x0a, 0x80], &["pieces[0]", "varint"]),
+        (vec![0x0a, 0x05, 0x0a], &["pieces[0]", "past the end"]),
+        (vec![0x0b, 0x00], &["pieces[0]", "wire type 3, expected 2"]),
+        (
+            vec![0x4b, 0x00],
+            &["ModelProto field 9", "unsupported wire type 3"],
+        ),
+        (vec![0x00], &["field number 0"]),
+        (vec![0x88], &["ModelProto", "varint runs past the end"]),
+        (
+            [pb_piece("x", 0.0, None), vec![0xff; 11]].concat(),
+            &["longer than"],
+        ),
+    ];
+    for (bytes, words) in cases {
+        let e = spm::SpmModel::parse(&bytes, path)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("dir/tokenizer.model"), "{e}");
+        for w in words {
+            assert!(e.contains(w), "'{w}' not in: {e}");
+        }
+    }
+}
+
+/// The tiny model of [`tiny`] with a SentencePiece tokenizer instead (6 tokens).
+fn tiny_spm(dir: &Path, with_model: bool, with_json: bool) {
+    tiny(dir, "MistralForCausalLM", json!({"sliding_window": 4096}));
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    if with_model {
+        std::fs::write(dir.join("tokenizer.model"), spm_proto(true, 2)).unwrap();
+    }
+    if with_json {
+        let tok = json!({
+            "added_tokens": [
+                {"id": 0, "content": "<unk>", "special": true},
+                {"id": 1, "content": "<s>", "special": true},
+                {"id": 2, "content": "</s>", "special": true}],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false},
+            "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]},
+            "model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>",
+                      "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "\u{2581}a": 3, "b": 4, "<0x0A>": 5},
+                      "merges": ["\u{2581} a", "\u{2581}a b"]}
+        });
+        std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    }
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        json!({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": true, "add_eos_token": false,
+               "chat_template": "[INST]"})
+        .to_string(),
+    )
+    .unwrap();
+}
+
+fn strings(s: &HfSource, key: &str) -> Vec<String> {
+    meta(s, key)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .strings()
+        .unwrap()
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+fn array<'a>(s: &'a HfSource, key: &str) -> &'a MetaArray {
+    meta(s, key).unwrap().as_array().unwrap()
+}
+
+#[test]
+fn sentencepiece_vocabulary_from_tokenizer_model() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_spm(d.path(), true, true);
+    let s = HfSource::open(d.path(), None).unwrap();
+    assert_eq!(
+        meta(&s, "general.architecture").unwrap().as_str(),
+        Some("llama")
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.model").unwrap().as_str(),
+        Some("llama")
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.pre").unwrap().as_str(),
+        Some("default")
+    );
+    assert!(meta(&s, "tokenizer.ggml.merges").is_none());
+    assert!(meta(&s, "tokenizer.ggml.add_space_prefix").is_none());
+    assert!(
+        !s.metadata()
+            .iter()
+            .any(|(k, _)| k.contains("sliding_window")),
+        "llama.cpp's llama arch has no sliding window"
+    );
+    assert_eq!(
+        strings(&s, "tokenizer.ggml.tokens"),
+        ["<unk>", "<s>", "</s>", "\u{2581}a", "b", "<0x0A>"]
+    );
+    assert_eq!(
+        array(&s, "tokenizer.ggml.scores"),
+        &MetaArray::F32(vec![0.0, 0.0, 0.0, -1.0, -2.0, 0.0])
+    );
+    // USER_DEFINED pieces of the model read as NORMAL, as llama.cpp's converter does.
+    assert_eq!(
+        array(&s, "tokenizer.ggml.token_type"),
+        &MetaArray::I32(vec![2, 3, 3, 1, 1, 6])
+    );
+    for (key, want) in [
+        ("bos_token_id", 1),
+        ("eos_token_id", 2),
+        ("unknown_token_id", 0),
+    ] {
+        assert_eq!(
+            meta(&s, &format!("tokenizer.ggml.{key}")).unwrap().as_u64(),
+            Some(want),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.add_bos_token").unwrap().as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.add_eos_token").unwrap().as_bool(),
+        Some(false)
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.chat_template").unwrap().as_str(),
+        Some("[INST]")
+    );
+
+    // tokenizer.model alone; vocab_size larger than the model pads; added_tokens_decoder
+    // overrides (special → CONTROL; not special → USER_DEFINED with ▁ as a space), and a model
+    // without the dummy prefix says so.
+    std::fs::remove_file(d.path().join("tokenizer.json")).unwrap();
+    std::fs::write(d.path().join("tokenizer.model"), spm_proto(false, 2)).unwrap();
+    std::fs::write(
+        d.path().join("tokenizer_config.json"),
+        json!({"bos_token": "<s>", "add_bos_token": false,
+               "added_tokens_decoder": {"4": {"content": "\u{2581}tool", "special": false}, "6": {"content": "[INST]", "special": true}}})
+        .to_string(),
+    )
+    .unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("config.json")).unwrap()).unwrap();
+    let mut cfg = cfg;
+    cfg["vocab_size"] = json!(8);
+    std::fs::write(d.path().join("config.json"), cfg.to_string()).unwrap();
+    let e = HfSource::open(d.path(), None).err().unwrap().to_string();
+    assert!(
+        e.contains("token_embd.weight") && e.contains("8 tokens"),
+        "{e}"
+    );
+    let tdir = d.path().join("tok");
+    std::fs::create_dir(&tdir).unwrap();
+    for f in ["config.json", "tokenizer.model", "tokenizer_config.json"] {
+        std::fs::rename(d.path().join(f), tdir.join(f)).unwrap();
+    }
+    let cfg_path = tdir.join("config.json");
+    let cfg = Config::load(&cfg_path).unwrap();
+    let arch = arch::Arch::from_config(&cfg).unwrap();
+    let md = tokenizer::tokenizer_metadata(&tdir, &cfg, &arch).unwrap();
+    let get = |k: &str| md.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(
+        get("tokenizer.ggml.tokens")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .strings()
+            .unwrap(),
+        [
+            "<unk>",
+            "<s>",
+            "</s>",
+            "\u{2581}a",
+            " tool",
+            "<0x0A>",
+            "[INST]",
+            "[PAD7]"
+        ]
+    );
+    assert_eq!(
+        get("tokenizer.ggml.scores").unwrap().as_array().unwrap(),
+        &MetaArray::F32(vec![0.0, 0.0, 0.0, -1.0, -1000.0, 0.0, -1000.0, -10000.0])
+    );
+    assert_eq!(
+        get("tokenizer.ggml.token_type")
+            .unwrap()
+            .as_array()
+            .unwrap(),
+        &MetaArray::I32(vec![2, 3, 3, 1, 4, 6, 3, 5])
+    );
+    assert_eq!(
+        get("tokenizer.ggml.add_space_prefix").and_then(|v| v.as_bool()),
+        Some(false)
+    );
+    // Without tokenizer.json the ids come from the model's control pieces.
+    assert_eq!(
+        get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64()),
+        Some(1)
+    );
+
+    // A Unigram model (T5-style) is not llama.cpp's llama tokenizer: an error naming the field.
+    std::fs::write(tdir.join("tokenizer.model"), spm_proto(true, 1)).unwrap();
+    let e = tokenizer::tokenizer_metadata(&tdir, &cfg, &arch)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("tokenizer.model")
+            && e.contains("trainer_spec.model_type")
+            && e.contains("UNIGRAM"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sentencepiece_vocabulary_from_tokenizer_json() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_spm(d.path(), false, true);
+    let s = HfSource::open(d.path(), None).unwrap();
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.model").unwrap().as_str(),
+        Some("llama")
+    );
+    assert_eq!(
+        strings(&s, "tokenizer.ggml.tokens"),
+        ["<unk>", "<s>", "</s>", "\u{2581}a", "b", "<0x0A>"]
+    );
+    // Scores by merge order ("▁a" first, then "▁ab" which is not in the vocabulary); "b" is made
+    // by no merge and sorts below.
+    assert_eq!(
+        array(&s, "tokenizer.ggml.scores"),
+        &MetaArray::F32(vec![0.0, 0.0, 0.0, -1.0, -(2.0 + 1.0 + 4.0), 0.0])
+    );
+    assert_eq!(
+        array(&s, "tokenizer.ggml.token_type"),
+        &MetaArray::I32(vec![2, 3, 3, 1, 1, 6])
+    );
+    assert!(meta(&s, "tokenizer.ggml.add_space_prefix").is_none());
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.add_bos_token").unwrap().as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.unknown_token_id")
+            .unwrap()
+            .as_u64(),
+        Some(0)
+    );
+
+    // No dummy prefix (Metaspace "never") is written; the legacy normalizer form has one; a
+    // byte-level pre-tokenizer on a byte_fallback model is refused.
+    let path = d.path().join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    tok["pre_tokenizer"]["prepend_scheme"] = json!("never");
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let s = HfSource::open(d.path(), None).unwrap();
+    assert_eq!(
+        meta(&s, "tokenizer.ggml.add_space_prefix")
+            .unwrap()
+            .as_bool(),
+        Some(false)
+    );
+    tok["pre_tokenizer"] = serde_json::Value::Null;
+    tok["normalizer"] = json!({"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u{2581}"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]});
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let s = HfSource::open(d.path(), None).unwrap();
+    assert!(meta(&s, "tokenizer.ggml.add_space_prefix").is_none());
+    tok["pre_tokenizer"] = json!({"type": "ByteLevel", "add_prefix_space": false});
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let e = HfSource::open(d.path(), None).err().unwrap().to_string();
+    assert!(
+        e.contains("tokenizer.json") && e.contains("ByteLevel") && e.contains("Metaspace"),
         "{e}"
     );
 }
