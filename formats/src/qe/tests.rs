@@ -475,3 +475,28 @@ fn lib_dispatch_handles_qe_one_row_at_a_time() {
     assert_eq!(&all[p..2 * p], &one[..]);
     assert!(weighted_rel_err(&x, &all, None) < 0.2);
 }
+
+#[test]
+#[ignore = "diagnostic: pool usage of RTN on Gaussian rows"]
+fn pool_usage_histogram() {
+    let mut rng = Rng(11);
+    for fmt in [
+        QeFormat { bits: 2, pool: 1 },
+        QeFormat { bits: 3, pool: 1 },
+        QeFormat { bits: 4, pool: 1 },
+    ] {
+        let p = 4096;
+        let mut hist = std::collections::BTreeMap::new();
+        let mut sub = 0;
+        for _ in 0..200 {
+            let x: Vec<f32> = (0..p).map(|_| 0.02 * rng.normal()).collect();
+            let mut out = vec![0u8; fmt.row_bytes(p)];
+            quantize_row_rtn(fmt, &x, None, &mut out).unwrap();
+            let (mut s, mut c, mut o) = (vec![0f32; p / QK], vec![0u8; p], Vec::new());
+            decode_row(fmt, &out, &mut s, &mut c, &mut o).unwrap();
+            *hist.entry(o.len()).or_insert(0) += 1;
+            sub += o.iter().filter(|e| e.1.abs() < 6.1e-5).count();
+        }
+        eprintln!("{fmt:?}: used-entry histogram {hist:?}, subnormal h {sub}");
+    }
+}

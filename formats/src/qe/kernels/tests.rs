@@ -338,3 +338,31 @@ fn matmul_matches_vec_dot_and_ignores_thread_count() {
         assert!((f as f64 - exact).abs() < 1e-5 * abs, "row {r} f32 dot");
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_pool_sums_are_bit_identical_to_scalar() {
+    let mut rng = Rng(777);
+    for fmt in QeFormat::ALL.into_iter().filter(|f| f.pool > 0) {
+        for p in [128, 576, 1536, 4096, 65504] {
+            let (scales, codes, mut outliers) = random_row(fmt, p, &mut rng);
+            // Also a full pool.
+            if rng.below(2) == 0 {
+                let cap = fmt.capacity(p);
+                outliers = (0..cap)
+                    .map(|e| ((e * (p / cap.max(1))) as u16, rng.normal()))
+                    .collect();
+            }
+            let mut row = vec![0u8; fmt.row_bytes(p)];
+            encode_row(fmt, &scales, &codes, &outliers, &mut row).unwrap();
+            let pool = &row[p / QK * fmt.block_bytes()..];
+            let x: Vec<f32> = (0..p).map(|_| rng.normal()).collect();
+            let q8 = q8_of(&x);
+            let want = scalar::pool_q8_0(pool, &q8, p);
+            if Kernel::Avx2.is_available() {
+                // SAFETY: F16C available; q8 has p/32 blocks.
+                assert_eq!(unsafe { x86::pool_q8_0_f16c(pool, &q8, p) }, want);
+            }
+        }
+    }
+}

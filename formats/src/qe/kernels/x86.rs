@@ -181,13 +181,13 @@ pub(crate) unsafe fn dot_q8_0_avx2(fmt: QeFormat, row: &[u8], q8: &[u8], p: usiz
 }
 
 /// The pool's contribution against Q8_0 activations, exactly as [`scalar::pool_q8_0`] computes
-/// it (same operations, same four partial sums); `h` and the activation scale are converted
+/// it (same operations, same eight partial sums); `h` and the activation scale are converted
 /// together by one `vcvtph2ps`. Safety: F16C available; `q8.len() = p/32·34`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pool_q8_0_f16c(pool: &[u8], q8: &[u8], p: usize) -> f32 {
+pub(crate) unsafe fn pool_q8_0_f16c(pool: &[u8], q8: &[u8], p: usize) -> f32 {
     debug_assert!(q8.len() >= p / QK * Q8);
-    let mut s = [0f32; 4];
+    let mut s = [0f32; 8];
     let (pp, qp) = (pool.as_ptr(), q8.as_ptr());
     for e in 0..pool.len() / 4 {
         let ent = (pp.add(4 * e) as *const u32).read_unaligned();
@@ -201,9 +201,9 @@ unsafe fn pool_q8_0_f16c(pool: &[u8], q8: &[u8], p: usize) -> f32 {
         let hd = _mm_cvtph_ps(_mm_cvtsi32_si128(((ent >> 16) | (dq << 16)) as i32));
         let h = _mm_cvtss_f32(hd);
         let d = _mm_cvtss_f32(_mm_movehdup_ps(hd));
-        s[e & 3] += h * (d * (*qb.add(2 + col % QK) as i8 as f32));
+        s[e & 7] += h * (d * (*qb.add(2 + col % QK) as i8 as f32));
     }
-    (s[0] + s[1]) + (s[2] + s[3])
+    scalar::combine8(&s)
 }
 
 // ---------------------------------------------------------------------------------------------
