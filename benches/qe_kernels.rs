@@ -184,11 +184,13 @@ fn main() {
             }
         }
         let get = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.secs);
-        match (get("QE3_1"), get("Q3_K")) {
-            (Some(qe3), Some(q3k)) if !q3k.is_nan() => {
-                println!("QE3_1 / Q3_K weights per second: {:.2}", q3k / qe3)
+        for qe3 in ["QE3_0", "QE3_1"] {
+            match (get(qe3), get("Q3_K")) {
+                (Some(t), Some(q3k)) if !q3k.is_nan() => {
+                    println!("{qe3} / Q3_K weights per second: {:.2}", q3k / t)
+                }
+                _ => println!("{qe3} / Q3_K: n/a (Q3_K needs width % 256 == 0)"),
             }
-            _ => println!("QE3_1 / Q3_K: n/a (Q3_K needs width % 256 == 0)"),
         }
         if let (Some(qe3), Some(q40)) = (get("QE3_1"), get("Q4_0")) {
             println!("QE3_1 / Q4_0 weights per second: {:.2}", q40 / qe3);
