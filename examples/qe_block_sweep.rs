@@ -1,0 +1,250 @@
+//! Proxy sweep for the QE block design: weighted-RTN relative error of real tensors for block
+//! sizes 16/32/64, f16 vs 8-bit block scales, 2/3/4 bits, without and with an outlier pool.
+//!
+//! Error of a tensor: `Σ v_j (w − ŵ)² / Σ v_j w²` over all its weights, `v_j` = the imatrix
+//! importance of input column `j` (the expected relative output error `‖(W − Ŵ)x‖²/‖Wx‖²` for
+//! inputs with `E x_j² = v_j` and uncorrelated columns); `v = 1` without an imatrix. Summed
+//! over the selected tensors (numerator and denominator separately).
+//!
+//! The grid is QE's half-integer symmetric grid `d·(c − (2^b − 1)/2)`; per block the scale is
+//! searched (inverse scales `(L − 0.2 + 0.1k)/amax`, k = 0..17, each with its least-squares
+//! refit; best weighted error), then stored: f16, or 8-bit (`d = D·s/255`, `s` in 0..=255, one
+//! f32 `D` per row) with the codes re-chosen for the stored scale. Outliers (pool of 1 byte per
+//! 32 weights: `floor(p/128)` per row) follow the QE rule: largest `|w|·sqrt(v)`, removed before
+//! the fit, stored as f16 `h = w − grid`. The rows `QE*` use the real QE quantiser
+//! (`quantize_row` + `dequantize_row`, block 32, f16 scales) as a check of the proxy.
+//!
+//! `cargo run --release --no-default-features --example qe_block_sweep -- MODEL.gguf [IMATRIX] [LAYER...]`
+
+use std::path::Path;
+
+use quantease_gguf::formats::{dequantize_row, quantize_row, GgmlType};
+use quantease_gguf::imatrix::Imatrix;
+use quantease_gguf::source::{GgufSource, TensorSource};
+
+/// A row quantiser under test: `(row, importance) -> reconstruction`.
+type RowFn = Box<dyn Fn(&[f32], &[f32]) -> Vec<f32>>;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scale {
+    F16,
+    U8,
+}
+
+/// Weighted-RTN block fit: returns the continuous best scale.
+fn fit_block(x: &[f32], w: &[f32], levels: f32) -> f32 {
+    let amax = x
+        .iter()
+        .zip(w)
+        .filter(|(_, &wi)| wi > 0.0)
+        .fold(0f32, |m, (&v, _)| m.max(v.abs()));
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let mut best = (f64::INFINITY, 0f32);
+    for k in 0..=17 {
+        let d0 = amax / (levels - 0.2 + 0.1 * k as f32);
+        // Codes for d0, then the least-squares scale for those codes.
+        let (mut sxg, mut sgg) = (0f64, 0f64);
+        for (&xi, &wi) in x.iter().zip(w) {
+            let g = level_of(xi, d0, levels);
+            sxg += (wi * xi * g) as f64;
+            sgg += (wi * g * g) as f64;
+        }
+        for d in [d0, if sgg > 0.0 { (sxg / sgg) as f32 } else { d0 }] {
+            let e = block_err(x, w, d, levels);
+            if e < best.0 {
+                best = (e, d);
+            }
+        }
+    }
+    best.1
+}
+
+/// Nearest half-integer level in `[−levels, levels]` for `x/d`.
+fn level_of(x: f32, d: f32, levels: f32) -> f32 {
+    if d == 0.0 {
+        return 0.5;
+    }
+    ((x / d - 0.5).round() + 0.5).clamp(-levels, levels)
+}
+
+fn block_err(x: &[f32], w: &[f32], d: f32, levels: f32) -> f64 {
+    x.iter()
+        .zip(w)
+        .map(|(&xi, &wi)| {
+            let e = (xi - d * level_of(xi, d, levels)) as f64;
+            wi as f64 * e * e
+        })
+        .sum()
+}
+
+/// Quantise one row with the proxy format; returns the reconstruction.
+fn proxy_row(x: &[f32], v: &[f32], bits: u32, block: usize, scale: Scale, pool: bool) -> Vec<f32> {
+    let p = x.len();
+    let levels = ((1u32 << bits) - 1) as f32 * 0.5;
+    let mut out_mask = vec![false; p];
+    if pool {
+        let cap = p / 128;
+        let mut idx: Vec<usize> = (0..p).collect();
+        let score = |i: usize| x[i].abs() * v[i].max(0.0).sqrt();
+        idx.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
+        for &i in idx.iter().take(cap) {
+            if score(i) > 0.0 {
+                out_mask[i] = true;
+            }
+        }
+    }
+    let w: Vec<f32> = (0..p)
+        .map(|i| if out_mask[i] { 0.0 } else { v[i].max(0.0) })
+        .collect();
+    let mut d: Vec<f32> = x
+        .chunks(block)
+        .zip(w.chunks(block))
+        .map(|(xb, wb)| fit_block(xb, wb, levels))
+        .collect();
+    match scale {
+        Scale::F16 => {
+            for s in &mut d {
+                *s = half::f16::from_f32(*s).to_f32();
+            }
+        }
+        Scale::U8 => {
+            let dmax = d.iter().fold(0f32, |m, &s| m.max(s));
+            for s in &mut d {
+                *s = if dmax > 0.0 {
+                    (*s / dmax * 255.0).round() * dmax / 255.0
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    let mut y: Vec<f32> = (0..p)
+        .map(|i| {
+            let s = d[i / block];
+            s * level_of(x[i], s, levels)
+        })
+        .collect();
+    for i in 0..p {
+        if out_mask[i] {
+            y[i] += half::f16::from_f32(x[i] - y[i]).to_f32();
+        }
+    }
+    y
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    assert!(!args.is_empty(), "usage: MODEL.gguf [IMATRIX] [LAYER...]");
+    let model = GgufSource::open(Path::new(&args[0])).expect("open model");
+    let (imatrix, layers): (Option<Imatrix>, Vec<String>) = match args.get(1) {
+        Some(a) if a.parse::<u32>().is_err() => (
+            Some(Imatrix::load(Path::new(a)).expect("load imatrix")),
+            args[2..].to_vec(),
+        ),
+        _ => (None, args[1..].to_vec()),
+    };
+    let layers = if layers.is_empty() {
+        vec!["0".into(), "10".into(), "20".into(), "29".into()]
+    } else {
+        layers
+    };
+    let kinds = [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    struct Cfg {
+        name: String,
+        bpw: f64,
+        num: f64,
+        den: f64,
+        run: RowFn,
+    }
+    let mut cfgs: Vec<Cfg> = Vec::new();
+    for bits in [2u32, 3, 4] {
+        for pool in [false, true] {
+            for block in [16usize, 32, 64] {
+                for scale in [Scale::F16, Scale::U8] {
+                    let sbits = if scale == Scale::F16 { 16.0 } else { 8.0 };
+                    let bpw = bits as f64 + sbits / block as f64 + if pool { 0.25 } else { 0.0 };
+                    cfgs.push(Cfg {
+                        name: format!(
+                            "b{bits} B{block} {} {}",
+                            if scale == Scale::F16 { "f16" } else { "u8 " },
+                            if pool { "pool" } else { "-   " }
+                        ),
+                        bpw,
+                        num: 0.0,
+                        den: 0.0,
+                        run: Box::new(move |x, v| proxy_row(x, v, bits, block, scale, pool)),
+                    });
+                }
+            }
+        }
+        for s in [0u32, 1, 2] {
+            let ty = GgmlType::from_id(200 + 3 * (bits - 2) + s).expect("QE type");
+            cfgs.push(Cfg {
+                name: format!("{} (real)", ty.name()),
+                bpw: ty.bits_per_weight(),
+                num: 0.0,
+                den: 0.0,
+                run: Box::new(move |x, v| {
+                    let mut packed = vec![0u8; ty.row_bytes(x.len() as u64).unwrap() as usize];
+                    quantize_row(ty, x, Some(v), &mut packed).expect("quantise");
+                    let mut y = vec![0f32; x.len()];
+                    dequantize_row(ty, &packed, &mut y).expect("decode");
+                    y
+                }),
+            });
+        }
+    }
+
+    let mut n_tensors = 0;
+    for (idx, t) in model.tensors().iter().enumerate() {
+        let sel = layers
+            .iter()
+            .any(|l| t.name.starts_with(&format!("blk.{l}.")))
+            && kinds.iter().any(|k| t.name.contains(&format!(".{k}.")));
+        if !sel {
+            continue;
+        }
+        let p = t.row_len();
+        let q = t.n_rows();
+        let mut w = vec![0f32; p * q];
+        model.read_rows(idx, 0, &mut w).expect("read rows");
+        let v: Vec<f32> = imatrix
+            .as_ref()
+            .and_then(|im| im.importance(&t.name))
+            .map(|s| s.to_vec())
+            .unwrap_or_else(|| vec![1.0; p]);
+        for c in &mut cfgs {
+            for x in w.chunks_exact(p) {
+                let y = (c.run)(x, &v);
+                for j in 0..p {
+                    c.num += v[j] as f64 * ((x[j] - y[j]) as f64).powi(2);
+                    c.den += v[j] as f64 * (x[j] as f64).powi(2);
+                }
+            }
+        }
+        n_tensors += 1;
+        eprintln!("{} ({q}x{p})", t.name);
+    }
+    println!(
+        "{n_tensors} tensors, layers {layers:?}, importance: {}",
+        if imatrix.is_some() {
+            "imatrix"
+        } else {
+            "none (v = 1)"
+        }
+    );
+    println!("{:<22} {:>6} {:>12}", "config", "bpw", "rel. error");
+    for c in &cfgs {
+        println!("{:<22} {:>6.3} {:>12.5}", c.name, c.bpw, c.num / c.den);
+    }
+}
