@@ -8,11 +8,13 @@
 # MODEL: smollm2 | gemma3 | qwen (scripts/fetch-model.sh). Steps, each cached (reruns skip files
 # that exist; delete a file to redo it):
 #   1. reference: `dequantize SRC ref.gguf --type F32` (F16 when the source is over 500 MB);
-#   2. calibration: `calibrate ref.gguf --text groups_merged.txt` (full Gram + imatrix statistics,
-#      --calib-chunks × 512 tokens, default 40 ≈ 20K tokens);
-#   3. quantise each type with llama.cpp in process (`llama-quantize --imatrix`), with ours
-#      (`convert --imatrix`), and — once the solver has landed, detected from `convert --help` —
-#      with `convert --method gptq|quantease --gram`;
+#   2. calibration, twice from the same --calib-chunks × 512 tokens (default 40 ≈ 20K tokens):
+#      `calibrate --diag-only --sink-weight 1` = the imatrix llama-imatrix computes (plain sums),
+#      and `calibrate` with our defaults (full Gram, first token of each chunk weighted, see
+#      docs/CALIBRATION.md);
+#   3. quantise each type with llama.cpp in process (`llama-quantize --imatrix` with the plain
+#      imatrix), with ours (`convert --imatrix`, the same plain imatrix), and with
+#      `convert --method gptq|quantease --gram` (our Gram file);
 #   4. evaluate each file against the reference on wiki.dev.raw (`perplexity --base ref --json`),
 #      --chunks × 512 tokens (default 32 chunks = 8160 scored tokens: about 2–4 min per file for
 #      SmolLM2 on 2 busy cores; the whole text is ≈ 300 chunks, pass --chunks 0 for all of it).
@@ -70,17 +72,21 @@ ref_type=F32
 [ "$(stat -c %s "$src")" -gt 500000000 ] && ref_type=F16
 ref=$work/ref-$ref_type.gguf
 timed "ref-$ref_type.gguf" reference "$ref_type" "$bin" dequantize "$src" "$ref" --type "$ref_type" --quiet
-gram=$work/calib-$calib_chunks.gram.gguf
-timed "calib-$calib_chunks.gram.gguf" calibrate gram "$bin" calibrate "$ref" --text "$calib_text" \
+imatrix=$work/imatrix-$calib_chunks.gguf
+timed "imatrix-$calib_chunks.gguf" calibrate imatrix "$bin" calibrate "$ref" --text "$calib_text" \
+    -o "$imatrix" --chunks "$calib_chunks" --diag-only --sink-weight 1 --quiet
+sink=$("$bin" calibrate --help | grep -e '--sink-weight' | sed -n 's/.*\[default: \([0-9.]*\)\].*/\1/p')
+gram=$work/calib-$calib_chunks-sw$sink.gram.gguf
+timed "calib-$calib_chunks-sw$sink.gram.gguf" calibrate gram "$bin" calibrate "$ref" --text "$calib_text" \
     -o "$gram" --chunks "$calib_chunks" --quiet
 
 solver=no
 "$bin" convert --help | grep -q -- '--method' && solver=yes
 for ty in $types; do
     timed "llama-$ty.gguf" llama.cpp+imatrix "$ty" \
-        "$bin" llama-quantize "$ref" "$work/llama-$ty.gguf" --type "$ty" --imatrix "$gram"
+        "$bin" llama-quantize "$ref" "$work/llama-$ty.gguf" --type "$ty" --imatrix "$imatrix"
     timed "ours-$ty.gguf" ours+imatrix "$ty" \
-        "$bin" convert "$ref" "$work/ours-$ty.gguf" --type "$ty" --imatrix "$gram" --quiet
+        "$bin" convert "$ref" "$work/ours-$ty.gguf" --type "$ty" --imatrix "$imatrix" --quiet
     if [ $solver = yes ]; then
         for m in gptq quantease; do
             timed "$m-$ty.gguf" "$m+gram" "$ty" \

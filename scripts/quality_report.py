@@ -56,14 +56,17 @@ def main():
             w.writerow([x[c] for c in cols + ["PPL_err", "KLD_err", "ppl_ref", "chunks", "scored"]])
     with open(os.path.join(results, "results.md"), "w") as f:
         ref = [s for s in steps.items() if s[1][0] == "reference"]
-        cal = [s for s in steps.items() if s[1][0] == "calibrate"]
+        cal = [s for s in steps.items() if s[1][0] == "calibrate" and s[1][1] == "gram"]
         f.write(f"# Quality: {model}\n\n")
         if rows:
             f.write(f"Evaluation: wiki.dev.raw, {rows[0]['chunks']} chunks × 512 tokens "
                     f"({rows[0]['scored']} scored tokens), against {ref[0][0] if ref else 'the reference'} "
                     f"(PPL {rows[0]['ppl_ref']:.3f}). ")
         f.write(f"Calibration: groups_merged.txt, {calib_chunks} chunks × 512 tokens"
-                + (f" ({cal[0][1][2]:.0f} s for the full Gram file)" if cal else "") + ".\n\n")
+                + (f" ({cal[0][1][2]:.0f} s for the full Gram file {cal[0][0]})" if cal else "")
+                + ". llama.cpp and `ours` use the plain imatrix (as llama-imatrix computes it); "
+                "`gptq`/`quantease` use the Gram file (first token of each chunk weighted, "
+                "docs/CALIBRATION.md).\n\n")
         f.write("| file | method | type | MiB | bpw | PPL | PPL ratio | mean KLD | same top % | time per step (s) |\n")
         f.write("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
         for x in rows:

@@ -80,6 +80,9 @@ pub enum CalibrateError {
     },
 }
 
+/// Default [`CalibrateOptions::sink_weight`], chosen by end-to-end KLD (docs/CALIBRATION.md).
+pub const DEFAULT_SINK_WEIGHT: f32 = 30.0;
+
 /// Options of [`calibrate`].
 #[derive(Clone, Debug)]
 pub struct CalibrateOptions {
@@ -97,6 +100,12 @@ pub struct CalibrateOptions {
     pub progress: bool,
     /// Name recorded in `imatrix.datasets`.
     pub dataset: String,
+    /// Weight of each chunk's first token in every statistic (Gram, `in_sum2`): its input row is
+    /// scaled by `√w` before it is accumulated. The first position is the attention sink: every
+    /// later token attends to it heavily, so the errors a quantised weight makes on that one
+    /// input reach every output. A plain sum (w = 1, what `llama-imatrix` does) lets the solver
+    /// trade that one row away; see `docs/CALIBRATION.md` for the measurements behind the default.
+    pub sink_weight: f32,
 }
 
 impl Default for CalibrateOptions {
@@ -109,6 +118,7 @@ impl Default for CalibrateOptions {
             max_memory: default_max_memory(),
             progress: false,
             dataset: String::new(),
+            sink_weight: DEFAULT_SINK_WEIGHT,
         }
     }
 }
@@ -359,6 +369,10 @@ struct State {
     experts: Vec<ExpertAccumulator>,
     scratch: Vec<f32>,
     n_threads: usize,
+    /// √(sink weight); 1 = plain sums.
+    sink_scale: f32,
+    /// Row buffer for the scaled first row.
+    weighted: Vec<f32>,
     error: Option<String>,
 }
 
@@ -432,7 +446,14 @@ impl State {
                 } else {
                     Par::Seq
                 };
-                let State { accs, scratch, .. } = self;
+                let State {
+                    accs,
+                    scratch,
+                    weighted,
+                    sink_scale,
+                    observed,
+                    ..
+                } = self;
                 let Some(acc) = accs[i].as_mut() else {
                     self.fail(format!(
                         "input of '{}' has no accumulator",
@@ -457,8 +478,21 @@ impl State {
                     ));
                     return false;
                 }
-                acc.add_rows(input.data(), scratch, par);
-                self.observed[i] = true;
+                // The first observation of an input in a chunk's decode holds position 0 first
+                // (decodes start at position 0, ubatches go in order).
+                let first = !observed[i];
+                if first && *sink_scale != 1.0 && input.n_rows() > 0 {
+                    let p = input.n_cols();
+                    weighted.clear();
+                    weighted.extend_from_slice(input.data());
+                    for v in &mut weighted[..p] {
+                        *v *= *sink_scale;
+                    }
+                    acc.add_rows(weighted, scratch, par);
+                } else {
+                    acc.add_rows(input.data(), scratch, par);
+                }
+                observed[i] = true;
                 true
             }
             Some(WeightStats::Experts(e)) => {
@@ -539,6 +573,12 @@ pub fn calibrate_chunks(
             "n_ctx {n_ctx} must be between 8 and 2^20"
         )));
     }
+    if !(opts.sink_weight.is_finite() && opts.sink_weight > 0.0) {
+        return Err(CalibrateError::InvalidOptions(format!(
+            "sink weight {} must be a positive finite number",
+            opts.sink_weight
+        )));
+    }
     if chunks.is_empty() {
         return Err(CalibrateError::InvalidOptions("no chunks".into()));
     }
@@ -566,6 +606,7 @@ pub fn calibrate_chunks(
         probing: true,
         model_tensors,
         n_threads,
+        sink_scale: opts.sink_weight.sqrt(),
         ..State::default()
     }));
     let mut ctx = Context::new(
@@ -666,6 +707,7 @@ pub fn calibrate_chunks(
         experts: experts.clone(),
         weights: weights.clone(),
         full,
+        sink_weight: opts.sink_weight,
     };
     let mut writer = GramWriter::create(output, layout)?;
     {

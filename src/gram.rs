@@ -48,6 +48,8 @@ pub const KEY_GRAM_TENSORS: &str = "quantease.gram.tensors";
 pub const KEY_GRAM_INPUTS: &str = "quantease.gram.inputs";
 /// Metadata key: storage layout of the Gram tensors.
 pub const KEY_GRAM_LAYOUT: &str = "quantease.gram.layout";
+/// Metadata key: weight of each chunk's first token in the statistics (F32; absent = 1).
+pub const KEY_SINK_WEIGHT: &str = "quantease.gram.sink_weight";
 /// The only layout written and read: lower triangle packed row by row, F32.
 pub const GRAM_LAYOUT: &str = "lower_packed_rows";
 /// Suffix of Gram tensors named after their first weight.
@@ -290,6 +292,10 @@ pub struct GramLayout {
     pub weights: BTreeMap<String, WeightStats>,
     /// Whether full Grams are written (false: a plain imatrix).
     pub full: bool,
+    /// Weight of each chunk's first token in every statistic (see
+    /// [`crate::calibrate::CalibrateOptions::sink_weight`]); written as
+    /// `quantease.gram.sink_weight` when it is not 1.
+    pub sink_weight: f32,
 }
 
 impl GramLayout {
@@ -326,6 +332,12 @@ impl GramLayout {
             ),
             (KEY_CHUNK_SIZE.to_string(), MetaValue::U32(self.chunk_size)),
         ];
+        if self.sink_weight != 1.0 {
+            md.push((
+                KEY_SINK_WEIGHT.to_string(),
+                MetaValue::F32(self.sink_weight),
+            ));
+        }
         if self.full && !self.inputs.is_empty() {
             let names: Vec<String> = (0..self.inputs.len())
                 .map(|i| self.gram_tensor_name(i))
@@ -996,6 +1008,7 @@ mod tests {
             experts: vec![(4, 2)],
             weights,
             full,
+            sink_weight: 1.0,
         }
     }
 

@@ -47,8 +47,12 @@ fn opts(diag_only: bool, max_memory: u64) -> CalibrateOptions {
         max_memory,
         progress: false,
         dataset: "test".into(),
+        sink_weight: SINK_WEIGHT,
     }
 }
+
+/// Not the default, so the test sees that the option is honoured.
+const SINK_WEIGHT: f32 = 50.0;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -233,15 +237,27 @@ fn gram_matches_a_naive_f64_reference_from_captured_inputs() {
     assert_eq!(rows.len(), N_CTX * N_CHUNKS);
     let p = rows[0].len();
     let mut want = vec![0f64; p * p];
-    for x in rows.iter() {
+    for (t, x) in rows.iter().enumerate() {
+        // Each chunk's first token counts SINK_WEIGHT times.
+        let w = if t % N_CTX == 0 {
+            f64::from(SINK_WEIGHT)
+        } else {
+            1.0
+        };
         for i in 0..p {
             let xi = f64::from(x[i]);
             for j in 0..=i {
-                want[i * p + j] += xi * f64::from(x[j]);
+                want[i * p + j] += w * xi * f64::from(x[j]);
             }
         }
     }
     let g = GramFile::open(&f.full).unwrap();
+    let md = quantease_gguf::gguf::GgufFile::open(&f.full).unwrap();
+    let sw = md.get(quantease_gguf::gram::KEY_SINK_WEIGHT).cloned();
+    assert!(
+        matches!(sw, Some(quantease_gguf::gguf::MetaValue::F32(x)) if x == SINK_WEIGHT),
+        "{sw:?}"
+    );
     let v = g.gram(W, Some(p)).unwrap();
     let got = v.full().unwrap();
     let mut worst = 0f64;
