@@ -355,13 +355,35 @@ fn simd_pool_sums_are_bit_identical_to_scalar() {
             }
             let mut row = vec![0u8; fmt.row_bytes(p)];
             encode_row(fmt, &scales, &codes, &outliers, &mut row).unwrap();
-            let pool = &row[p / QK * fmt.block_bytes()..];
             let x: Vec<f32> = (0..p).map(|_| rng.normal()).collect();
             let q8 = q8_of(&x);
-            let want = scalar::pool_q8_0(pool, &q8, p);
-            if Kernel::Avx2.is_available() {
-                // SAFETY: F16C available; q8 has p/32 blocks.
-                assert_eq!(unsafe { x86::pool_q8_0_f16c(pool, &q8, p) }, want);
+            let at = p / QK * fmt.block_bytes();
+            let check = |row: &[u8], what: &str| {
+                let pool = &row[at..];
+                let want = scalar::pool_q8_0(pool, &q8, p);
+                if Kernel::Avx2.is_available() {
+                    // SAFETY: AVX2/F16C available; q8 has p/32 blocks.
+                    let got = unsafe { x86::pool_q8_0_avx2(pool, &q8, p) };
+                    assert_eq!(got.to_bits(), want.to_bits(), "{what} {fmt:?} p={p}");
+                }
+            };
+            check(&row, "pool");
+            // Every prefix length (partial vector steps) and a walk stopped by a column ≥ p in
+            // the middle (later used entries must be ignored).
+            let cap = fmt.capacity(p);
+            for used in 0..=cap.min(19) {
+                let mut r = row.clone();
+                for e in used..cap {
+                    let c = if e == used { p as u16 } else { UNUSED_COLUMN };
+                    r[at + 4 * e..at + 4 * e + 2].copy_from_slice(&c.to_le_bytes());
+                }
+                check(&r, "prefix");
+                if used < cap {
+                    // Restore the entries after the stop: the walk must still stop there.
+                    let mut r2 = row.clone();
+                    r2[at + 4 * used..at + 4 * used + 2].copy_from_slice(&(p as u16).to_le_bytes());
+                    check(&r2, "stop");
+                }
             }
         }
     }
