@@ -56,7 +56,7 @@ int main(int argc, char ** argv) {
 
     const int64_t n_t = gguf_get_n_tensors(in);
     size_t total = 0;
-    for (int64_t i = 0; i < n_t; ++i) total += ggml_nbytes(ggml_get_tensor(in_ctx, gguf_get_tensor_name(in, i))) * 4 + 1024;
+    for (int64_t i = 0; i < n_t; ++i) { const struct ggml_tensor * t = ggml_get_tensor(in_ctx, gguf_get_tensor_name(in, i)); total += ggml_nbytes(t) + ggml_nelements(t) * sizeof(float) + ggml_tensor_overhead() + 64; }
     struct ggml_init_params op = { total, NULL, false };
     struct ggml_context * out_ctx = ggml_init(op);
 

@@ -1,8 +1,8 @@
 /* TEST DOUBLE ONLY - NOT the real QE kernels (those are libquantease_formats, formats/ crate).
  * Scalar stand-in of the QE contract's C ABI, written from the value formula, so the ggml patch
- * can be built and tested without the real library. Its code packing inside a block (LSB-first
- * bit stream after the f16 scale) is this file's own choice: files written by the real encoder
- * are only guaranteed to decode correctly with the real library. Outlier pool layout per contract.
+ * can be built and tested without the real library. In-block code packing as documented in
+ * formats/src/qe/mod.rs (so it also decodes files of the real encoder: an independent second
+ * implementation); outlier pool layout per contract. Scalar and slow: tests only.
  *   w = d * (c - (2^b - 1)/2)  (+ h at outlier columns) */
 #include "quantease.h"
 
@@ -44,13 +44,20 @@ typedef struct { int bits, pool; } fmt_t;
 static fmt_t fmt_of(int type) { int q = type - 200; fmt_t f = { 2 + q/3, q%3 }; return f; }
 static size_t block_bytes(fmt_t f) { return 2 + 4*f.bits; }
 
-static unsigned get_code(const uint8_t *codes, int bits, int i) {
-    unsigned v = 0;
-    for (int b = 0; b < bits; ++b) { int bit = i*bits + b; v |= ((codes[bit >> 3] >> (bit & 7)) & 1u) << b; }
-    return v;
+/* code packing of formats/src/qe/mod.rs (formats/SPEC.md), re-implemented independently:
+ *   b = 2: qs[8]          byte j bits 2k..2k+1 = code of weight j + 8k   (j < 8, k < 4)
+ *   b = 3: qs[8] + qh[4]  low 2 bits as for b = 2; u32 LE qh bit i = bit 2 of code i
+ *   b = 4: qs[16]         byte j low nibble = weight j, high nibble = weight j + 16 */
+static unsigned get_code(const uint8_t *qs, int bits, int i) {
+    if (bits == 4) return i < 16 ? (qs[i] & 0x0F) : (qs[i - 16] >> 4);
+    unsigned c = (qs[i & 7] >> (2*(i >> 3))) & 3u;
+    if (bits == 3) c |= ((qs[8 + (i >> 3)] >> (i & 7)) & 1u) << 2;
+    return c;
 }
-static void put_code(uint8_t *codes, int bits, int i, unsigned v) {
-    for (int b = 0; b < bits; ++b) { int bit = i*bits + b; if ((v >> b) & 1u) codes[bit >> 3] |= (uint8_t) (1u << (bit & 7)); }
+static void put_code(uint8_t *qs, int bits, int i, unsigned v) {
+    if (bits == 4) { if (i < 16) qs[i] |= (uint8_t) (v & 0x0F); else qs[i - 16] |= (uint8_t) ((v & 0x0F) << 4); return; }
+    qs[i & 7] |= (uint8_t) ((v & 3u) << (2*(i >> 3)));
+    if (bits == 3) qs[8 + (i >> 3)] |= (uint8_t) (((v >> 2) & 1u) << (i & 7));
 }
 
 static void to_float_impl(fmt_t f, const void *vx, float *y, int64_t k) {
@@ -107,25 +114,35 @@ static void from_float_impl(fmt_t f, const float *x, void *vy, int64_t k) {
     free(deq);
 }
 
+static float f16_table[65536];
+static void init_table(void) {
+    for (unsigned i = 0; i < 65536; ++i) f16_table[i] = f16_to_f32((uint16_t) i);
+}
+#define F16(lo, hi) f16_table[(uint16_t) ((lo) | ((hi) << 8))]
+
+static void unpack_block(const uint8_t *qs, int bits, int8_t *c) {
+    for (int i = 0; i < 32; ++i) c[i] = (int8_t) get_code(qs, bits, i);
+}
+
 /* y: block_q8_0[n/32] = { f16 d; int8 qs[32] } (34 bytes) */
 static void vec_dot_impl(fmt_t f, int n, float *s, const void *vx, const void *vy) {
     const uint8_t *x = vx, *y = vy; const int nb = n/32; const int odd = (1 << f.bits) - 1;
     float sum = 0;
+    int8_t c[32];
     for (int i = 0; i < nb; ++i) {
         const uint8_t *blk = x + i*block_bytes(f); const uint8_t *qb = y + i*34;
-        const float dx = f16_to_f32((uint16_t) (blk[0] | (blk[1] << 8)));
-        const float dy = f16_to_f32((uint16_t) (qb[0] | (qb[1] << 8)));
+        unpack_block(blk + 2, f.bits, c);
+        const int8_t *q = (const int8_t *) (qb + 2);
         int isum = 0;
-        for (int j = 0; j < 32; ++j) isum += (2*(int) get_code(blk + 2, f.bits, j) - odd) * (int8_t) qb[2 + j];
-        sum += 0.5f*dx*dy*(float) isum;
+        for (int j = 0; j < 32; ++j) isum += (2*c[j] - odd) * q[j];
+        sum += 0.5f*F16(blk[0], blk[1])*F16(qb[0], qb[1])*(float) isum;
     }
     const uint8_t *pool = x + nb*block_bytes(f); const int n_ent = nb*f.pool/4;
     for (int e = 0; e < n_ent; ++e) {
         const unsigned col = pool[4*e] | (pool[4*e + 1] << 8);
         if (col == 0xFFFF) break;
         const uint8_t *qb = y + (col/32)*34;
-        sum += f16_to_f32((uint16_t) (pool[4*e + 2] | (pool[4*e + 3] << 8))) *
-               f16_to_f32((uint16_t) (qb[0] | (qb[1] << 8))) * (float) (int8_t) qb[2 + col%32];
+        sum += F16(pool[4*e + 2], pool[4*e + 3]) * F16(qb[0], qb[1]) * (float) (int8_t) qb[2 + col%32];
     }
     *s = sum;
 }
@@ -145,6 +162,8 @@ static const quantease_type_traits traits[9] = {
 };
 
 const quantease_type_traits *quantease_get_type_traits(int type) {
+    static int init = 0;
+    if (!init) { init_table(); init = 1; } /* first call comes from ggml_init, before any kernel */
     return (type >= 200 && type <= 208) ? &traits[type - 200] : NULL;
 }
 
