@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod capi;
 pub mod error;
 pub mod float;
 #[cfg(test)]

@@ -27,11 +27,12 @@
 //! row at a time: a buffer of two rows has the same length as one row of twice the width but a
 //! different layout. Every function here takes exactly one row.
 
-mod kernels;
+pub(crate) mod kernels;
 mod rtn;
 
 pub use kernels::{
-    matmul, quantize_row_q8_0_activations, vec_dot_f32, vec_dot_q8_0, Kernel, BLOCK_Q8_0_BYTES,
+    matmul, matmul_with, quantize_row_q8_0_activations, vec_dot_f32, vec_dot_f32_with,
+    vec_dot_q8_0, vec_dot_q8_0_with, Kernel, BLOCK_Q8_0_BYTES,
 };
 pub use rtn::quantize_row_rtn;
 

@@ -40,16 +40,22 @@ pub(crate) fn dot_q8_0(fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> f32 {
     sum + pool_q8_0(pool, q8, p)
 }
 
-/// The pool's contribution `Σ h·(d_q·q)` against Q8_0 activations.
+/// The pool's contribution `Σ h·(d_q·q)` against Q8_0 activations: entries up to the first
+/// column `≥ p`; entry `e` goes to partial sum `e mod 4`, result `(s0 + s1) + (s2 + s3)` (four
+/// independent add chains: one chain of dependent adds made the pool cost a quarter of the SIMD
+/// block loop). The SIMD kernels compute exactly this (same operations and order), so pool
+/// terms never differ between kernels.
 #[inline]
 pub(crate) fn pool_q8_0(pool: &[u8], q8: &[u8], p: usize) -> f32 {
-    let mut sum = 0f32;
+    let mut s = [0f32; 4];
+    let mut e = 0usize;
     pool_walk(pool, p, |col, h| {
         let qb = &q8[col / QK * BLOCK_Q8_0_BYTES..];
         let a = f16_to_f32(le16(qb)) * (qb[2 + col % QK] as i8 as f32);
-        sum += h * a;
+        s[e & 3] += h * a;
+        e += 1;
     });
-    sum
+    (s[0] + s[1]) + (s[2] + s[3])
 }
 
 /// The pool's contribution `Σ h·x[col]` against f32 activations.

@@ -1,15 +1,17 @@
-//! x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, DQ; VNNI when present).
+//! x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL; VNNI when present).
 //!
 //! Per 32-weight block against a Q8_0 block:
 //! 1. unpack the codes into 32 bytes in natural order (2-bit planes: one 64-bit broadcast and
-//!    per-lane shifts by 0/2/4/6; bit 2: the u32 mask spread to bytes, or one masked add with
-//!    AVX-512BW; nibbles: and/shift);
+//!    per-lane shifts by 0/2/4/6; bit 2: the u32 mask spread to bytes, or one masked byte add
+//!    with AVX-512BW; nibbles: a 128-bit broadcast and per-lane shifts by 0/4);
 //! 2. the exact integer `Σ (2c − M)·q` = `maddubs(2c, q) − maddubs(M, q)` (i16, no saturation
 //!    for any q in −128..=127) then `madd(·, 1)`; with VNNI two `vpdpbusd` and a subtraction;
-//! 3. the 8 (16) i32 lane sums go to f32 and are accumulated with `fma(d_w·d_q/2, ·, acc)`.
+//! 3. the 8 i32 lane sums go to f32 and are accumulated with `fma(d_w·d_q, ·, acc)` (scales
+//!    from a f16→f32 table; the factor 1/2 once at the end), four blocks per iteration into two
+//!    accumulators.
 //!
-//! AVX-512 handles two blocks per 512-bit register; both use two independent accumulators.
-//! The outlier pool is added afterwards by the scalar walk, exactly as the reference does.
+//! The outlier pool is added afterwards by a scalar walk with the same operations and order as
+//! the reference.
 
 use std::arch::x86_64::*;
 
@@ -25,13 +27,12 @@ pub(crate) fn has_avx2() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-/// AVX-512 F/BW/VL/DQ present (plus everything [`has_avx2`] needs).
+/// AVX-512 F/BW/VL present (plus everything [`has_avx2`] needs).
 pub(crate) fn has_avx512() -> bool {
     has_avx2()
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
-        && is_x86_feature_detected!("avx512dq")
 }
 
 pub(crate) fn has_avx512vnni() -> bool {
@@ -105,32 +106,64 @@ unsafe fn hsum256(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// f32 value of every f16 bit pattern (256 KiB, built on first use): two loads per block
+/// instead of two `vcvtph2ps` (which need a vector shuffle port each).
+fn f16_table() -> &'static [f32; 65536] {
+    static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = vec![0f32; 65536].into_boxed_slice();
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = crate::float::f16_to_f32(i as u16);
+        }
+        t.try_into().expect("65536 entries")
+    })
+}
+
+/// `d_w·d_q` of the block at `blk` and the Q8_0 block at `qb` (table lookups).
+#[inline(always)]
+unsafe fn scale_product(t: &[f32; 65536], blk: *const u8, qb: *const u8) -> f32 {
+    let a = (blk as *const u16).read_unaligned();
+    let b = (qb as *const u16).read_unaligned();
+    t[a as usize] * t[b as usize]
+}
+
+/// The block loop shared by all x86 Q8_0 kernels: four blocks per iteration into two
+/// accumulators; `$dot(blk, qb)` gives a block's exact i32 lane sums. The factor 1/2 of
+/// `(d/2)·(2c − M)` is applied once at the end (exact: a power of two).
+macro_rules! blocks_q8_0_body {
+    ($B:ident, $dot:ident, $blocks:ident, $q8:ident, $nb:ident) => {{
+        let bb = 2 + 4 * $B as usize;
+        debug_assert!($blocks.len() >= $nb * bb && $q8.len() >= $nb * Q8);
+        let t = f16_table();
+        let (xp, yp) = ($blocks.as_ptr(), $q8.as_ptr());
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut k = 0;
+        macro_rules! step {
+            ($acc:ident, $k:expr) => {{
+                let (b, q) = (xp.add($k * bb), yp.add($k * Q8));
+                let s = _mm256_cvtepi32_ps($dot::<$B>(b, q));
+                $acc = _mm256_fmadd_ps(_mm256_set1_ps(scale_product(t, b, q)), s, $acc);
+            }};
+        }
+        while k + 4 <= $nb {
+            step!(acc0, k);
+            step!(acc1, k + 1);
+            step!(acc0, k + 2);
+            step!(acc1, k + 3);
+            k += 4;
+        }
+        while k < $nb {
+            step!(acc0, k);
+            k += 1;
+        }
+        0.5 * hsum256(_mm256_add_ps(acc0, acc1))
+    }};
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn blocks_q8_0_avx2<const B: u8>(blocks: &[u8], q8: &[u8], nb: usize) -> f32 {
-    let bb = 2 + 4 * B as usize;
-    debug_assert!(blocks.len() >= nb * bb && q8.len() >= nb * Q8);
-    let (xp, yp) = (blocks.as_ptr(), q8.as_ptr());
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    let mut k = 0;
-    while k + 2 <= nb {
-        let (b0, q0) = (xp.add(k * bb), yp.add(k * Q8));
-        let (b1, q1) = (b0.add(bb), q0.add(Q8));
-        let s0 = _mm256_cvtepi32_ps(block_dot_avx2::<B>(b0, q0));
-        let s1 = _mm256_cvtepi32_ps(block_dot_avx2::<B>(b1, q1));
-        let d0 = 0.5 * f16_at(b0) * f16_at(q0);
-        let d1 = 0.5 * f16_at(b1) * f16_at(q1);
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), s0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), s1, acc1);
-        k += 2;
-    }
-    if k < nb {
-        let (b0, q0) = (xp.add(k * bb), yp.add(k * Q8));
-        let s0 = _mm256_cvtepi32_ps(block_dot_avx2::<B>(b0, q0));
-        let d0 = 0.5 * f16_at(b0) * f16_at(q0);
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), s0, acc0);
-    }
-    hsum256(_mm256_add_ps(acc0, acc1))
+    blocks_q8_0_body!(B, block_dot_avx2, blocks, q8, nb)
 }
 
 /// AVX2 dot with Q8_0 activations. Safety: AVX2/FMA/F16C available; `row.len() =
@@ -144,137 +177,103 @@ pub(crate) unsafe fn dot_q8_0_avx2(fmt: QeFormat, row: &[u8], q8: &[u8], p: usiz
         3 => blocks_q8_0_avx2::<3>(blocks, q8, nb),
         _ => blocks_q8_0_avx2::<4>(blocks, q8, nb),
     };
-    s + scalar::pool_q8_0(pool, q8, p)
+    s + pool_q8_0_f16c(pool, q8, p)
+}
+
+/// The pool's contribution against Q8_0 activations, exactly as [`scalar::pool_q8_0`] computes
+/// it (same operations, same four partial sums); `h` and the activation scale are converted
+/// together by one `vcvtph2ps`. Safety: F16C available; `q8.len() = p/32·34`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pool_q8_0_f16c(pool: &[u8], q8: &[u8], p: usize) -> f32 {
+    debug_assert!(q8.len() >= p / QK * Q8);
+    let mut s = [0f32; 4];
+    let (pp, qp) = (pool.as_ptr(), q8.as_ptr());
+    for e in 0..pool.len() / 4 {
+        let ent = (pp.add(4 * e) as *const u32).read_unaligned();
+        let col = (ent & 0xffff) as usize;
+        if col >= p {
+            break;
+        }
+        // col < p: the Q8_0 block col/32 lies inside q8.
+        let qb = qp.add(col / QK * Q8);
+        let dq = (qb as *const u16).read_unaligned() as u32;
+        let hd = _mm_cvtph_ps(_mm_cvtsi32_si128(((ent >> 16) | (dq << 16)) as i32));
+        let h = _mm_cvtss_f32(hd);
+        let d = _mm_cvtss_f32(_mm_movehdup_ps(hd));
+        s[e & 3] += h * (d * (*qb.add(2 + col % QK) as i8 as f32));
+    }
+    (s[0] + s[1]) + (s[2] + s[3])
 }
 
 // ---------------------------------------------------------------------------------------------
-// AVX-512: two blocks per 512-bit register.
+// AVX-512 (VL/BW, VNNI when present) on 256-bit registers: the k-mask add for bit 2 and
+// `vpdpbusd` are the gains; 512-bit registers would only add cross-lane shuffles (and on many
+// cores run at the width of two 256-bit operations anyway).
 
-/// Codes of blocks `b0` and `b1` (pointers to their code bytes): block 0 in the low 256 bits.
+/// Codes of one block with AVX-512BW/VL: bit 2 by one masked byte add.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-unsafe fn codes_avx512<const B: u8>(qs0: *const u8, qs1: *const u8) -> __m512i {
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn codes_avx512<const B: u8>(qs: *const u8) -> __m256i {
     if B == 4 {
-        let a = _mm512_broadcast_i32x4(_mm_loadu_si128(qs0 as *const __m128i));
-        let b = _mm512_broadcast_i32x4(_mm_loadu_si128(qs1 as *const __m128i));
-        let v = _mm512_mask_blend_epi64(0xF0, a, b);
-        let v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
-        _mm512_and_si512(v, _mm512_set1_epi8(0x0f))
+        let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs as *const __m128i));
+        let v = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4));
+        _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
     } else {
-        let a = (qs0 as *const i64).read_unaligned();
-        let b = (qs1 as *const i64).read_unaligned();
-        let v = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi64(a), _mm512_set1_epi64(b));
-        let v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6));
-        let low = _mm512_and_si512(v, _mm512_set1_epi8(3));
+        let planes = (qs as *const i64).read_unaligned();
+        let v = _mm256_srlv_epi64(_mm256_set1_epi64x(planes), _mm256_setr_epi64x(0, 2, 4, 6));
+        let low = _mm256_and_si256(v, _mm256_set1_epi8(3));
         if B == 3 {
-            let m0 = (qs0.add(8) as *const u32).read_unaligned() as u64;
-            let m1 = (qs1.add(8) as *const u32).read_unaligned() as u64;
-            _mm512_mask_add_epi8(low, m0 | (m1 << 32), low, _mm512_set1_epi8(4))
+            let m = (qs.add(8) as *const u32).read_unaligned();
+            _mm256_mask_add_epi8(low, m, low, _mm256_set1_epi8(4))
         } else {
             low
         }
     }
 }
 
+/// Exact lane sums of `Σ (2c − M)·q` with `maddubs` (AVX-512 unpack, no VNNI).
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-unsafe fn q8_pair(q0: *const u8, q1: *const u8) -> __m512i {
-    let lo = _mm256_loadu_si256(q0.add(2) as *const __m256i);
-    let hi = _mm256_loadu_si256(q1.add(2) as *const __m256i);
-    _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn block_dot_avx512<const B: u8>(blk: *const u8, qb: *const u8) -> __m256i {
+    let c = codes_avx512::<B>(blk.add(2));
+    let q = _mm256_loadu_si256(qb.add(2) as *const __m256i);
+    let p = _mm256_maddubs_epi16(_mm256_add_epi8(c, c), q);
+    let bias = _mm256_maddubs_epi16(_mm256_set1_epi8(((1u16 << B) - 1) as i8), q);
+    _mm256_madd_epi16(_mm256_sub_epi16(p, bias), _mm256_set1_epi16(1))
 }
 
-/// Exact `Σ (2c − M)·q` of two blocks (lanes 0..8 block 0, 8..16 block 1), as
-/// [`block_dot_avx2`].
+/// Exact lane sums with VNNI: `vpdpbusd(2c, q) − vpdpbusd(M, q)`.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-unsafe fn pair_dot<const B: u8>(c: __m512i, q: __m512i) -> __m512i {
-    let p = _mm512_maddubs_epi16(_mm512_add_epi8(c, c), q);
-    let bias = _mm512_maddubs_epi16(_mm512_set1_epi8(((1u16 << B) - 1) as i8), q);
-    _mm512_madd_epi16(_mm512_sub_epi16(p, bias), _mm512_set1_epi16(1))
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn block_dot_vnni<const B: u8>(blk: *const u8, qb: *const u8) -> __m256i {
+    let c = codes_avx512::<B>(blk.add(2));
+    let q = _mm256_loadu_si256(qb.add(2) as *const __m256i);
+    let z = _mm256_setzero_si256();
+    let p = _mm256_dpbusd_epi32(z, _mm256_add_epi8(c, c), q);
+    let bias = _mm256_dpbusd_epi32(z, _mm256_set1_epi8(((1u16 << B) - 1) as i8), q);
+    _mm256_sub_epi32(p, bias)
 }
 
-/// [`pair_dot`] with VNNI: `vpdpbusd(2c, q) − vpdpbusd(M, q)` straight into i32 lanes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn pair_dot_vnni<const B: u8>(c: __m512i, q: __m512i) -> __m512i {
-    let z = _mm512_setzero_si512();
-    let p = _mm512_dpbusd_epi32(z, _mm512_add_epi8(c, c), q);
-    let bias = _mm512_dpbusd_epi32(z, _mm512_set1_epi8(((1u16 << B) - 1) as i8), q);
-    _mm512_sub_epi32(p, bias)
-}
-
-/// The AVX-512 block loop, shared by the plain and the VNNI variant (which differ only in the
-/// target features that let `vnni_dot` inline).
-macro_rules! blocks_avx512_body {
-    ($B:ident, $VNNI:expr, $blocks:ident, $q8:ident, $nb:ident) => {{
-        let bb = 2 + 4 * $B as usize;
-        debug_assert!($blocks.len() >= $nb * bb && $q8.len() >= $nb * Q8);
-        let (xp, yp) = ($blocks.as_ptr(), $q8.as_ptr());
-        let mut acc0 = _mm512_setzero_ps();
-        let mut acc1 = _mm512_setzero_ps();
-        let mut k = 0;
-        macro_rules! pair {
-            ($k:expr) => {{
-                let (b0, q0) = (xp.add($k * bb), yp.add($k * Q8));
-                let (b1, q1) = (b0.add(bb), q0.add(Q8));
-                let c = codes_avx512::<$B>(b0.add(2), b1.add(2));
-                let q = q8_pair(q0, q1);
-                let i = if $VNNI {
-                    pair_dot_vnni::<$B>(c, q)
-                } else {
-                    pair_dot::<$B>(c, q)
-                };
-                let d0 = _mm256_set1_ps(0.5 * f16_at(b0) * f16_at(q0));
-                let d1 = _mm256_set1_ps(0.5 * f16_at(b1) * f16_at(q1));
-                (
-                    _mm512_insertf32x8(_mm512_castps256_ps512(d0), d1, 1),
-                    _mm512_cvtepi32_ps(i),
-                )
-            }};
-        }
-        while k + 4 <= $nb {
-            let (d0, s0) = pair!(k);
-            let (d1, s1) = pair!(k + 2);
-            acc0 = _mm512_fmadd_ps(d0, s0, acc0);
-            acc1 = _mm512_fmadd_ps(d1, s1, acc1);
-            k += 4;
-        }
-        if k + 2 <= $nb {
-            let (d0, s0) = pair!(k);
-            acc0 = _mm512_fmadd_ps(d0, s0, acc0);
-            k += 2;
-        }
-        let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-        if k < $nb {
-            let (b0, q0) = (xp.add(k * bb), yp.add(k * Q8));
-            let s0 = _mm256_cvtepi32_ps(block_dot_avx2::<$B>(b0, q0));
-            let d0 = 0.5 * f16_at(b0) * f16_at(q0);
-            sum += hsum256(_mm256_mul_ps(_mm256_set1_ps(d0), s0));
-        }
-        sum
-    }};
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn blocks_q8_0_avx512<const B: u8>(blocks: &[u8], q8: &[u8], nb: usize) -> f32 {
-    blocks_avx512_body!(B, false, blocks, q8, nb)
+    blocks_q8_0_body!(B, block_dot_avx512, blocks, q8, nb)
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn blocks_q8_0_avx512_vnni<const B: u8>(blocks: &[u8], q8: &[u8], nb: usize) -> f32 {
-    blocks_avx512_body!(B, true, blocks, q8, nb)
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn blocks_q8_0_vnni<const B: u8>(blocks: &[u8], q8: &[u8], nb: usize) -> f32 {
+    blocks_q8_0_body!(B, block_dot_vnni, blocks, q8, nb)
 }
 
 /// AVX-512 dot with Q8_0 activations (VNNI `vpdpbusd` when the CPU has it). Safety: as
-/// [`dot_q8_0_avx2`], with AVX-512 F/BW/VL/DQ available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+/// [`dot_q8_0_avx2`], with AVX-512 F/BW/VL available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0_avx512(fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> f32 {
     dot_q8_0_avx512_impl(fmt, row, q8, p, has_avx512vnni())
 }
 
 /// [`dot_q8_0_avx512`] with the VNNI choice explicit (`vnni` needs AVX512-VNNI; tests run both).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0_avx512_impl(
     fmt: QeFormat,
     row: &[u8],
@@ -288,11 +287,11 @@ pub(crate) unsafe fn dot_q8_0_avx512_impl(
         (2, false) => blocks_q8_0_avx512::<2>(blocks, q8, nb),
         (3, false) => blocks_q8_0_avx512::<3>(blocks, q8, nb),
         (_, false) => blocks_q8_0_avx512::<4>(blocks, q8, nb),
-        (2, true) => blocks_q8_0_avx512_vnni::<2>(blocks, q8, nb),
-        (3, true) => blocks_q8_0_avx512_vnni::<3>(blocks, q8, nb),
-        (_, true) => blocks_q8_0_avx512_vnni::<4>(blocks, q8, nb),
+        (2, true) => blocks_q8_0_vnni::<2>(blocks, q8, nb),
+        (3, true) => blocks_q8_0_vnni::<3>(blocks, q8, nb),
+        (_, true) => blocks_q8_0_vnni::<4>(blocks, q8, nb),
     };
-    s + scalar::pool_q8_0(pool, q8, p)
+    s + pool_q8_0_f16c(pool, q8, p)
 }
 
 // ---------------------------------------------------------------------------------------------
