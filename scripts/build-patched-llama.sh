@@ -55,7 +55,7 @@ fi
 if [ "${QE_TESTDOUBLE:-0}" = 1 ]; then
     echo "== building the C TEST DOUBLE of the QE contract (not the real kernels)"
     mkdir -p "$OUT/testdouble"
-    cc -O2 -fPIC -c "$ROOT/ggml-patch/testdouble/quantease_testdouble.c" -I"$ROOT/ggml-patch/testdouble" -o "$OUT/testdouble/quantease_testdouble.o"
+    cc -O3 -march=native -fPIC -c "$ROOT/ggml-patch/testdouble/quantease_testdouble.c" -I"$ROOT/ggml-patch/testdouble" -o "$OUT/testdouble/quantease_testdouble.o"
     rm -f "$OUT/testdouble/libquantease_testdouble.a"
     ar rcs "$OUT/testdouble/libquantease_testdouble.a" "$OUT/testdouble/quantease_testdouble.o"
     QE_LIB="$OUT/testdouble/libquantease_testdouble.a"

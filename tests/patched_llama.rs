@@ -4,7 +4,7 @@
 //! since the patched build takes minutes (see docs/RUNTIME.md).
 //!
 //! With `QUANTEASE_TEST_QE_MODEL` (a QE GGUF, e.g. from `convert --format qe`) or
-//! `QUANTEASE_TEST_MODEL` (any GGUF: re-quantised to QE3_1 by `qe_requant` through the library the
+//! `QUANTEASE_TEST_MODEL` (any GGUF: re-quantised to QE4_1 by `qe_requant` through the library the
 //! patched ggml links), the QE file is evaluated natively by the patched llama.cpp and compared
 //! with its F16 dequantisation written by `quantease-gguf dequantize`.
 
@@ -69,13 +69,13 @@ fn qe_file_in_patched_llama_matches_f16_dequantisation() {
         Some(p) => PathBuf::from(p),
         None => {
             let Some(model) = common::test_model() else { return };
-            let qe = dir.path().join("model.qe3_1.gguf");
+            let qe = dir.path().join("model.qe4_1.gguf");
             let requant = patched_tool("qe_requant").unwrap();
             run_ok(Command::new(requant).args([
                 "quant".as_ref(),
                 model.as_os_str(),
                 qe.as_os_str(),
-                "qe3_1".as_ref(),
+                "qe4_1".as_ref(),
             ]));
             qe
         }
