@@ -25,7 +25,12 @@ fn patched_tool(name: &str) -> Option<PathBuf> {
         }
     };
     let p = qe_eval.with_file_name(name);
-    assert!(p.exists(), "{} not found beside {}", name, qe_eval.display());
+    assert!(
+        p.exists(),
+        "{} not found beside {}",
+        name,
+        qe_eval.display()
+    );
     Some(p)
 }
 
@@ -55,7 +60,9 @@ fn value(report: &str, key: &str) -> f64 {
 
 #[test]
 fn patched_ggml_selftest() {
-    let Some(selftest) = patched_tool("qe_selftest") else { return };
+    let Some(selftest) = patched_tool("qe_selftest") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let out = run_ok(Command::new(selftest).current_dir(dir.path()));
     assert!(out.contains("all QE self-tests passed"), "{out}");
@@ -63,12 +70,16 @@ fn patched_ggml_selftest() {
 
 #[test]
 fn qe_file_in_patched_llama_matches_f16_dequantisation() {
-    let Some(qe_eval) = patched_tool("qe_eval") else { return };
+    let Some(qe_eval) = patched_tool("qe_eval") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let qe = match std::env::var_os("QUANTEASE_TEST_QE_MODEL") {
         Some(p) => PathBuf::from(p),
         None => {
-            let Some(model) = common::test_model() else { return };
+            let Some(model) = common::test_model() else {
+                return;
+            };
             let qe = dir.path().join("model.qe4_1.gguf");
             let requant = patched_tool("qe_requant").unwrap();
             run_ok(Command::new(requant).args([
@@ -91,7 +102,11 @@ fn qe_file_in_patched_llama_matches_f16_dequantisation() {
         "F16",
         "-q",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // the Rust decoder and the file agree: every QE tensor decodes to the F16 file's values
     let qf = GgufFile::open(&qe).unwrap();
@@ -145,5 +160,7 @@ fn qe_file_in_patched_llama_matches_f16_dequantisation() {
 fn text_path() -> PathBuf {
     std::env::var_os("QUANTEASE_EVAL_TEXT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/wiki.dev.raw"))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/wiki.dev.raw")
+        })
 }
