@@ -1,0 +1,173 @@
+/* TEST DOUBLE ONLY - NOT the real QE kernels (those are libquantease_formats, formats/ crate).
+ * Scalar stand-in of the QE contract's C ABI, written from the value formula, so the ggml patch
+ * can be built and tested without the real library. In-block code packing as documented in
+ * formats/src/qe/mod.rs (so it also decodes files of the real encoder: an independent second
+ * implementation); outlier pool layout per contract. Scalar and slow: tests only.
+ *   w = d * (c - (2^b - 1)/2)  (+ h at outlier columns) */
+#include "quantease.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float f16_to_f32(uint16_t h) {
+    const uint32_t sign = (uint32_t) (h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (man == 0) { bits = sign; }
+        else { float v = ldexpf((float) man, -24); return (h & 0x8000) ? -v : v; }
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    float f; memcpy(&f, &bits, 4); return f;
+}
+
+static uint16_t f32_to_f16(float f) { /* round to nearest even, no NaN handling needed here */
+    uint32_t x; memcpy(&x, &f, 4);
+    const uint16_t sign = (x >> 16) & 0x8000;
+    float a = fabsf(f);
+    if (a >= 65520.0f) return sign | 0x7C00;
+    if (a < ldexpf(1.0f, -14)) { /* subnormal */
+        return sign | (uint16_t) lrintf(a * ldexpf(1.0f, 24));
+    }
+    int e; float m = frexpf(a, &e);         /* a = m * 2^e, m in [0.5, 1) */
+    uint32_t man = (uint32_t) lrintf((m * 2.0f - 1.0f) * 1024.0f);
+    int exp = e - 1 + 15;
+    if (man == 1024) { man = 0; exp++; }
+    if (exp >= 31) return sign | 0x7C00;
+    return sign | (uint16_t) (exp << 10) | (uint16_t) man;
+}
+
+typedef struct { int bits, pool; } fmt_t;
+static fmt_t fmt_of(int type) { int q = type - 200; fmt_t f = { 2 + q/3, q%3 }; return f; }
+static size_t block_bytes(fmt_t f) { return 2 + 4*f.bits; }
+
+/* code packing of formats/src/qe/mod.rs (formats/SPEC.md), re-implemented independently:
+ *   b = 2: qs[8]          byte j bits 2k..2k+1 = code of weight j + 8k   (j < 8, k < 4)
+ *   b = 3: qs[8] + qh[4]  low 2 bits as for b = 2; u32 LE qh bit i = bit 2 of code i
+ *   b = 4: qs[16]         byte j low nibble = weight j, high nibble = weight j + 16 */
+static unsigned get_code(const uint8_t *qs, int bits, int i) {
+    if (bits == 4) return i < 16 ? (qs[i] & 0x0F) : (qs[i - 16] >> 4);
+    unsigned c = (qs[i & 7] >> (2*(i >> 3))) & 3u;
+    if (bits == 3) c |= ((qs[8 + (i >> 3)] >> (i & 7)) & 1u) << 2;
+    return c;
+}
+static void put_code(uint8_t *qs, int bits, int i, unsigned v) {
+    if (bits == 4) { if (i < 16) qs[i] |= (uint8_t) (v & 0x0F); else qs[i - 16] |= (uint8_t) ((v & 0x0F) << 4); return; }
+    qs[i & 7] |= (uint8_t) ((v & 3u) << (2*(i >> 3)));
+    if (bits == 3) qs[8 + (i >> 3)] |= (uint8_t) (((v >> 2) & 1u) << (i & 7));
+}
+
+static void to_float_impl(fmt_t f, const void *vx, float *y, int64_t k) {
+    const uint8_t *x = vx; const int64_t nb = k/32; const float half = ((1 << f.bits) - 1) * 0.5f;
+    for (int64_t i = 0; i < nb; ++i) {
+        const uint8_t *blk = x + i*block_bytes(f);
+        const float d = f16_to_f32((uint16_t) (blk[0] | (blk[1] << 8)));
+        for (int j = 0; j < 32; ++j) y[i*32 + j] = d * ((float) get_code(blk + 2, f.bits, j) - half);
+    }
+    const uint8_t *pool = x + nb*block_bytes(f); const int64_t n_ent = nb*f.pool/4;
+    for (int64_t e = 0; e < n_ent; ++e) {
+        const unsigned col = pool[4*e] | (pool[4*e + 1] << 8);
+        if (col == 0xFFFF) break;
+        y[col] += f16_to_f32((uint16_t) (pool[4*e + 2] | (pool[4*e + 3] << 8)));
+    }
+}
+
+/* RTN: per block d = amax / half-range; outliers = largest |residual| entries (sorted by column) */
+static void from_float_impl(fmt_t f, const float *x, void *vy, int64_t k) {
+    uint8_t *y = vy; const int64_t nb = k/32; const int L = 1 << f.bits; const float half = (L - 1) * 0.5f;
+    memset(y, 0, nb*(block_bytes(f) + f.pool));
+    float *deq = malloc(sizeof(float)*k);
+    for (int64_t i = 0; i < nb; ++i) {
+        float amax = 0; for (int j = 0; j < 32; ++j) amax = fmaxf(amax, fabsf(x[i*32 + j]));
+        const uint16_t dh = f32_to_f16(amax / half); const float d = f16_to_f32(dh);
+        uint8_t *blk = y + i*block_bytes(f); blk[0] = dh & 0xFF; blk[1] = dh >> 8;
+        for (int j = 0; j < 32; ++j) {
+            int c = d > 0 ? (int) lrintf(x[i*32 + j]/d + half - 0.5f + 0.5f) : 0; /* nearest level index */
+            float best = 1e30f; int bc = 0;
+            for (int cc = c - 1; cc <= c + 1; ++cc) { if (cc < 0 || cc >= L) continue;
+                float e = fabsf(x[i*32 + j] - d*(cc - half)); if (e < best) { best = e; bc = cc; } }
+            put_code(blk + 2, f.bits, j, (unsigned) bc); deq[i*32 + j] = d*(bc - half);
+        }
+    }
+    uint8_t *pool = y + nb*block_bytes(f); const int64_t n_ent = nb*f.pool/4;
+    int64_t used = 0;
+    if (n_ent > 0) {
+        char *taken = calloc(k, 1);
+        int64_t *cols = malloc(sizeof(int64_t)*n_ent);
+        for (int64_t e = 0; e < n_ent; ++e) {
+            int64_t best = -1; float bv = 0;
+            for (int64_t j = 0; j < k; ++j) { float r = fabsf(x[j] - deq[j]); if (!taken[j] && r > bv) { bv = r; best = j; } }
+            if (best < 0) break;
+            taken[best] = 1; cols[used++] = best;
+        }
+        for (int64_t a = 1; a < used; ++a) { int64_t v = cols[a], b = a; while (b > 0 && cols[b-1] > v) { cols[b] = cols[b-1]; --b; } cols[b] = v; }
+        for (int64_t e = 0; e < used; ++e) {
+            const uint16_t h = f32_to_f16(x[cols[e]] - deq[cols[e]]);
+            pool[4*e] = cols[e] & 0xFF; pool[4*e + 1] = (uint8_t) (cols[e] >> 8); pool[4*e + 2] = h & 0xFF; pool[4*e + 3] = h >> 8;
+        }
+        free(taken); free(cols);
+    }
+    for (int64_t e = used; e < n_ent; ++e) { pool[4*e] = 0xFF; pool[4*e + 1] = 0xFF; }
+    free(deq);
+}
+
+static float f16_table[65536];
+static void init_table(void) {
+    for (unsigned i = 0; i < 65536; ++i) f16_table[i] = f16_to_f32((uint16_t) i);
+}
+#define F16(lo, hi) f16_table[(uint16_t) ((lo) | ((hi) << 8))]
+
+static void unpack_block(const uint8_t *qs, int bits, int8_t *c) {
+    for (int i = 0; i < 32; ++i) c[i] = (int8_t) get_code(qs, bits, i);
+}
+
+/* y: block_q8_0[n/32] = { f16 d; int8 qs[32] } (34 bytes) */
+static void vec_dot_impl(fmt_t f, int n, float *s, const void *vx, const void *vy) {
+    const uint8_t *x = vx, *y = vy; const int nb = n/32; const int odd = (1 << f.bits) - 1;
+    float sum = 0;
+    int8_t c[32];
+    for (int i = 0; i < nb; ++i) {
+        const uint8_t *blk = x + i*block_bytes(f); const uint8_t *qb = y + i*34;
+        unpack_block(blk + 2, f.bits, c);
+        const int8_t *q = (const int8_t *) (qb + 2);
+        int isum = 0;
+        for (int j = 0; j < 32; ++j) isum += (2*c[j] - odd) * q[j];
+        sum += 0.5f*F16(blk[0], blk[1])*F16(qb[0], qb[1])*(float) isum;
+    }
+    const uint8_t *pool = x + nb*block_bytes(f); const int n_ent = nb*f.pool/4;
+    for (int e = 0; e < n_ent; ++e) {
+        const unsigned col = pool[4*e] | (pool[4*e + 1] << 8);
+        if (col == 0xFFFF) break;
+        const uint8_t *qb = y + (col/32)*34;
+        sum += F16(pool[4*e + 2], pool[4*e + 3]) * F16(qb[0], qb[1]) * (float) (int8_t) qb[2 + col%32];
+    }
+    *s = sum;
+}
+
+#define TD(T) \
+    static void tf_##T(const void *x, float *y, int64_t k) { to_float_impl(fmt_of(T), x, y, k); } \
+    static void ff_##T(const float *x, void *y, int64_t k) { from_float_impl(fmt_of(T), x, y, k); } \
+    static void vd_##T(int n, float *s, size_t bs, const void *x, size_t bx, const void *y, size_t by, int nrc) { \
+        (void) bs; (void) bx; (void) by; (void) nrc; vec_dot_impl(fmt_of(T), n, s, x, y); }
+TD(200) TD(201) TD(202) TD(203) TD(204) TD(205) TD(206) TD(207) TD(208)
+
+#define TR(T, NAME, B, S) { NAME, 32, 2 + 4*(B) + (S), true, tf_##T, ff_##T, vd_##T, 8 }
+static const quantease_type_traits traits[9] = {
+    TR(200, "QE2_0", 2, 0), TR(201, "QE2_1", 2, 1), TR(202, "QE2_2", 2, 2),
+    TR(203, "QE3_0", 3, 0), TR(204, "QE3_1", 3, 1), TR(205, "QE3_2", 3, 2),
+    TR(206, "QE4_0", 4, 0), TR(207, "QE4_1", 4, 1), TR(208, "QE4_2", 4, 2),
+};
+
+const quantease_type_traits *quantease_get_type_traits(int type) {
+    static int init = 0;
+    if (!init) { init_table(); init = 1; } /* first call comes from ggml_init, before any kernel */
+    return (type >= 200 && type <= 208) ? &traits[type - 200] : NULL;
+}
+
+size_t quantease_row_size(int type, int64_t n) {
+    const quantease_type_traits *t = quantease_get_type_traits(type);
+    return t ? (size_t) (n/32) * t->type_size : 0;
+}
