@@ -6,14 +6,14 @@
 #   scripts/build-patched-llama.sh            # real library (formats crate)
 #   QE_TESTDOUBLE=1 scripts/build-patched-llama.sh   # C test double of the contract instead (tests only)
 #
-# Env: QE_PATCH_DIR (default /work/cache/ggml-patch) - everything is built under it;
+# Env: QE_PATCH_DIR (default $QUANTEASE_CACHE/ggml-patch, QUANTEASE_CACHE defaulting to <repo>/cache) - everything is built under it;
 #      JOBS (default 2); QE_NATIVE (default ON: -march=native, like RUSTFLAGS=-C target-cpu=native);
 #      QE_LLAMA_SRC - use this already-patched tree instead of copying + patching (development).
 # Output: $QE_PATCH_DIR/build/bin/qe_eval and qe_selftest (the path is printed at the end).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-OUT="${QE_PATCH_DIR:-/work/cache/ggml-patch}"
+OUT="${QE_PATCH_DIR:-${QUANTEASE_CACHE:-$ROOT/cache}/ggml-patch}"
 JOBS="${JOBS:-2}"
 PATCH="$ROOT/ggml-patch/quantease-types.patch"
 mkdir -p "$OUT"

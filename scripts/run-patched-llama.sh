@@ -10,10 +10,10 @@
 # same-top-token rate, max |logit difference|; (3) quantease-gguf perplexity F16 (the stock
 # vendored llama.cpp that our tool drives) for the PPL our tool reports.
 #
-# Env: QUANTEASE_PATCHED_LLAMA  qe_eval binary (default /work/cache/ggml-patch/build/bin/qe_eval)
+# Env: QUANTEASE_PATCHED_LLAMA  qe_eval binary (default $QUANTEASE_CACHE/ggml-patch/build/bin/qe_eval)
 #      QUANTEASE_BIN            quantease-gguf binary with the `llama` feature and QE support
 #                               (default: target/release/quantease-gguf of this checkout)
-#      QE_WORK                  scratch dir for the F16 file (default /work/cache/ggml-patch/run)
+#      QE_WORK                  scratch dir for the F16 file (default $QUANTEASE_CACHE/ggml-patch/run)
 #      CTX (512), THREADS (2)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,9 +23,10 @@ TEXT="${2:-$ROOT/../shared/data/wiki.dev.raw}"
 CHUNKS="${3:-20}"
 CTX="${CTX:-512}"
 THREADS="${THREADS:-2}"
-QE_EVAL="${QUANTEASE_PATCHED_LLAMA:-/work/cache/ggml-patch/build/bin/qe_eval}"
-QG="${QUANTEASE_BIN:-$ROOT/target/release/quantease-gguf}"
-WORK="${QE_WORK:-/work/cache/ggml-patch/run}"
+CACHE="${QUANTEASE_CACHE:-$ROOT/cache}"
+QE_EVAL="${QUANTEASE_PATCHED_LLAMA:-$CACHE/ggml-patch/build/bin/qe_eval}"
+QG="${QUANTEASE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/quantease-gguf}"
+WORK="${QE_WORK:-$CACHE/ggml-patch/run}"
 [ -x "$QE_EVAL" ] || { echo "no qe_eval at $QE_EVAL: run scripts/build-patched-llama.sh" >&2; exit 1; }
 [ -x "$QG" ] || { echo "no quantease-gguf at $QG: cargo build --release (or set QUANTEASE_BIN)" >&2; exit 1; }
 mkdir -p "$WORK"

@@ -14,6 +14,13 @@ if [ -z "${QUANTEASE_SKIP_QWEN:-}" ]; then
     QUANTEASE_TEST_QWEN=$(scripts/fetch-model.sh qwen)
     export QUANTEASE_TEST_QWEN
 fi
+# llama.cpp patched with the QE types (ggml-patch/, docs/RUNTIME.md; ≈ 4 min on 2 cores) for
+# tests/patched_llama.rs; set QUANTEASE_SKIP_PATCHED_LLAMA=1 to skip.
+if [ -z "${QUANTEASE_SKIP_PATCHED_LLAMA:-}" ]; then
+    scripts/build-patched-llama.sh >&2
+    QUANTEASE_PATCHED_LLAMA=${QE_PATCH_DIR:-${QUANTEASE_CACHE:-$PWD/cache}/ggml-patch}/build/bin/qe_eval
+    export QUANTEASE_PATCHED_LLAMA
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --release --all-targets -- -D warnings
 cargo test --workspace --release
