@@ -17,13 +17,15 @@ cargo build --release
 bin=${CARGO_TARGET_DIR:-target}/release/quantease-gguf
 out=cache/quickstart
 mkdir -p "$out"
-gram=$out/SmolLM2-135M.gram.gguf
+gram=$out/SmolLM2-135M-c$calib_chunks.gram.gguf
 q=$out/SmolLM2-135M-$ty.gguf
 ref=$out/SmolLM2-135M-F32.gguf
-# Full Gram matrices plus llama.cpp-compatible imatrix statistics from the calibration text.
+# Full Gram matrices plus llama.cpp-compatible imatrix statistics from the calibration text
+# (first token of each chunk weighted 30×, see docs/CALIBRATION.md).
 [ -f "$gram" ] || "$bin" calibrate "$model" --text "$data/groups_merged.txt" -o "$gram" --chunks "$calib_chunks"
-# The Gram file doubles as an imatrix: importance-weighted rounding (our best measured method so far).
-"$bin" convert "$model" "$q" --type "$ty" --imatrix "$gram"
+# QuantEase: coordinate descent on the layer objective with the full Gram (default method when
+# --gram is given; `--imatrix "$gram"` would do importance-weighted rounding instead).
+"$bin" convert "$model" "$q" --type "$ty" --gram "$gram"
 "$bin" inspect "$q" | tail -8
 [ -f "$ref" ] || "$bin" dequantize "$model" "$ref" --type F32 --quiet
 "$bin" perplexity "$q" --base "$ref" --text "$data/wiki.dev.raw" --chunks "$chunks"
