@@ -31,6 +31,15 @@ pub enum Target {
         /// Bits per weight (1..=8).
         bits: u32,
     },
+    /// A QE block format (`QE{bits}_{pool}`, see `formats/SPEC.md`): 32-weight blocks with an f16
+    /// scale `d` and half-integer levels `d·(c − (2^bits − 1)/2)`, plus a per-row outlier pool of
+    /// `floor(nb·pool/4)` additive f16 values (handled by the solver's outlier step, not here).
+    Qe {
+        /// Code bits (2, 3 or 4).
+        bits: u8,
+        /// Outlier-pool bytes per block (0, 1 or 2).
+        pool: u8,
+    },
 }
 
 /// Scales of one super-block.
@@ -132,6 +141,31 @@ impl Spec {
         })
     }
 
+    /// The QE grid `QE{bits}_{pool}`: blocks of 32 weights, one f16 scale, half-integer levels
+    /// `−(2^bits−1)/2 … +(2^bits−1)/2` (no zero), no min.
+    pub fn qe(bits: u8, pool: u8) -> Spec {
+        let n = 1i32 << bits;
+        Spec {
+            target: Target::Qe { bits, pool },
+            len: 32,
+            n_sub: 1,
+            sub_len: 32,
+            levels: (0..n).map(|c| c as f32 - (n - 1) as f32 / 2.0).collect(),
+            unit_levels: true,
+            scale_range: (1, 1),
+            min_range: None,
+            refit: true,
+        }
+    }
+
+    /// Outliers a row of `p` weights can hold: `floor(nb·pool/4)` (0 for non-QE grids).
+    pub fn outlier_capacity(&self, p: usize) -> usize {
+        match self.target {
+            Target::Qe { pool, .. } => (p / 32) * pool as usize / 4,
+            _ => 0,
+        }
+    }
+
     /// The per-row uniform grid with `bits` bits over a row of `p` weights.
     pub fn uniform(bits: u32, p: usize) -> Spec {
         Spec {
@@ -155,7 +189,7 @@ impl Spec {
 
     /// True if `d`/`dmin` are stored as f16.
     pub fn f16_scales(&self) -> bool {
-        matches!(self.target, Target::Ggml(_))
+        matches!(self.target, Target::Ggml(_) | Target::Qe { .. })
     }
 
     /// Packed bytes per super-block (0 for the uniform grid).
@@ -163,6 +197,7 @@ impl Spec {
         match self.target {
             Target::Ggml(ty) => ty.type_size(),
             Target::Uniform { .. } => 0,
+            Target::Qe { bits, .. } => 2 + 4 * bits as usize,
         }
     }
 
@@ -398,6 +433,7 @@ impl Spec {
                     .expect("finite inputs of block length were checked by the caller");
                 self.unpack(&buf, codes)
             }
+            Target::Qe { .. } => self.qe_rtn_block(x, importance, codes),
             Target::Uniform { .. } => {
                 let pr = *uniform.expect("uniform grid needs its row params");
                 let (a, b) = self.ab(&pr, 0);
@@ -407,6 +443,80 @@ impl Spec {
                 pr
             }
         }
+    }
+
+    /// Weighted round-to-nearest on the QE grid for one 32-weight block: a search over f16
+    /// scales around `max|x|/L_max` (weights with zero importance, e.g. outlier positions, do
+    /// not set the range), each followed by the weighted least-squares scale for its codes.
+    fn qe_rtn_block(&self, x: &[f32], importance: Option<&[f32]>, codes: &mut [u8]) -> Params {
+        let n = x.len();
+        let mut wt = [0f32; 32];
+        let wt = &mut wt[..n];
+        quantease_formats::search::fill_weights(importance, wt);
+        let lmax = *self.levels.last().expect("levels");
+        let amax = x
+            .iter()
+            .zip(wt.iter())
+            .filter(|(_, &w)| w > 0.0)
+            .map(|(v, _)| v.abs())
+            .fold(0f32, f32::max);
+        let mut pr = Params {
+            d: 0.0,
+            dmin: 0.0,
+            sc: [1; MAX_SUB],
+            mn: [-1; MAX_SUB],
+        };
+        let mid = (self.levels.len() / 2) as u8;
+        if amax == 0.0 || !amax.is_finite() {
+            codes[..n].fill(mid);
+            return pr;
+        }
+        let mut trial = [0u8; 32];
+        let mut best_err = f64::INFINITY;
+        let mut eval = |d: f32, codes: &mut [u8], best_err: &mut f64, pr: &mut Params| -> f64 {
+            let d = f16_to_f32(f32_to_f16(d));
+            if d <= 0.0 || !d.is_finite() {
+                return f64::INFINITY;
+            }
+            let (mut err, mut sxl, mut sll) = (0f64, 0f64, 0f64);
+            for i in 0..n {
+                let c = self.nearest(d, 0.0, x[i], mid);
+                trial[i] = c;
+                let l = self.levels[c as usize] as f64;
+                let e = x[i] as f64 - d as f64 * l;
+                err += wt[i] as f64 * e * e;
+                sxl += wt[i] as f64 * x[i] as f64 * l;
+                sll += wt[i] as f64 * l * l;
+            }
+            if err < *best_err {
+                *best_err = err;
+                pr.d = d;
+                codes[..n].copy_from_slice(&trial[..n]);
+            }
+            if sll > 0.0 {
+                (sxl / sll) as f32 as f64
+            } else {
+                0.0
+            }
+        };
+        for k in 0..=24 {
+            let d = amax / lmax * (0.64 + 0.02 * k as f32);
+            let ls = eval(d, codes, &mut best_err, &mut pr);
+            if ls > 0.0 {
+                eval(ls as f32, codes, &mut best_err, &mut pr);
+            }
+        }
+        // Final least-squares polish of the winner's scale.
+        let (mut sxl, mut sll) = (0f64, 0f64);
+        for i in 0..n {
+            let l = self.levels[codes[i] as usize] as f64;
+            sxl += wt[i] as f64 * x[i] as f64 * l;
+            sll += wt[i] as f64 * l * l;
+        }
+        if sll > 0.0 {
+            eval((sxl / sll) as f32, codes, &mut best_err, &mut pr);
+        }
+        pr
     }
 
     /// Candidate storable values near a continuous scale `v` (f16 neighbours for ggml types).
