@@ -86,6 +86,9 @@ impl Spec {
     /// The grid of a ggml type, or `None` if the solver does not handle it.
     pub fn for_type(ty: GgmlType) -> Option<Spec> {
         use GgmlType::*;
+        if let Some((bits, pool)) = crate::plan::qe_params(ty) {
+            return Some(Spec::qe(bits, pool));
+        }
         let legacy = |levels: Vec<f32>, unit: bool, min: bool| Spec {
             target: Target::Ggml(ty),
             len: 32,
