@@ -239,6 +239,10 @@ struct ConvertArgs {
     /// Damping with a full Σ: add X·mean(diag Σ) to the diagonal (GPTQ-style).
     #[arg(long, value_name = "X", default_value_t = SolveOptions::default().damp)]
     damp: f64,
+    /// Shrink a full Σ towards its diagonal: solve with (1−X)·Σ + X·diag(Σ), X in 0..1
+    /// (0 = the full Gram, 1 = the imatrix problem). Reported errors use the original Σ.
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
+    shrink: f64,
     /// GPTQ visits columns by decreasing Σ_jj.
     #[arg(long)]
     act_order: bool,
@@ -496,11 +500,15 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     if !non_negative(a.damp) || !non_negative(a.tol) {
         bail!("--damp and --tol must be finite and non-negative");
     }
+    if !(0.0..=1.0).contains(&a.shrink) {
+        bail!("--shrink must be between 0 and 1, not {}", a.shrink);
+    }
     let solve = SolveOptions {
         iters: a.iters,
         tol: a.tol,
         damp: a.damp,
         act_order: a.act_order,
+        shrink: a.shrink,
         ..SolveOptions::default()
     };
     let settings = ConvertSettings {
@@ -520,6 +528,7 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
             "iters": a.iters,
             "tol": a.tol,
             "damp": a.damp,
+            "shrink": a.shrink,
             "summary": &summary,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)

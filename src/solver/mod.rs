@@ -79,6 +79,10 @@ pub struct SolveOptions {
     pub exact_history: bool,
     /// Use the outlier pool of QE types (false: leave it empty, as for a pool of 0 bytes).
     pub outliers: bool,
+    /// Shrink a full Σ towards its diagonal: the solver works with `(1−α)Σ + α·diag(Σ)`
+    /// (`α` = this, in 0..=1; reported objectives use the original Σ). `α = 1` is the
+    /// imatrix (diagonal) problem; costs a copy of Σ when non-zero.
+    pub shrink: f64,
 }
 
 impl Default for SolveOptions {
@@ -94,6 +98,7 @@ impl Default for SolveOptions {
             block_cols: 256,
             exact_history: false,
             outliers: true,
+            shrink: 0.0,
         }
     }
 }
@@ -354,8 +359,23 @@ fn solve_spec(
     } else {
         0.0
     };
-    let op = sigma::Op::new(sigma, p, lam as f32);
     let op0 = sigma::Op::new(sigma, p, 0.0);
+    let shrunk;
+    let sigma: &Sigma = match sigma {
+        Sigma::Full(m) if opts.shrink > 0.0 => {
+            let a = opts.shrink.min(1.0) as f32;
+            let mut data = m.data().to_vec();
+            for (k, v) in data.iter_mut().enumerate() {
+                if k / p != k % p {
+                    *v *= 1.0 - a;
+                }
+            }
+            shrunk = Sigma::Full(FullSigma::new(p, data).expect("same size"));
+            &shrunk
+        }
+        _ => sigma,
+    };
+    let op = sigma::Op::new(sigma, p, lam as f32);
     let block_cols = if spec.refit {
         opts.block_cols.max(1).div_ceil(spec.len) * spec.len
     } else {
