@@ -38,4 +38,25 @@ pub enum FormatError {
         /// The value.
         value: f32,
     },
+    /// A QE format with code bits outside `2..=4` or pool bytes outside `0..=2`.
+    #[error("invalid QE format: bits {bits}, pool {pool} (bits must be 2..=4, pool 0..=2)")]
+    BadQeFormat {
+        /// Code bits given.
+        bits: u8,
+        /// Pool bytes per block given.
+        pool: u8,
+    },
+    /// A field of a QE row (packed bytes being decoded, or arguments being encoded) breaks the
+    /// format's rules.
+    #[error("{ty}: invalid {field} at index {index}: {reason}")]
+    InvalidField {
+        /// The QE type.
+        ty: GgmlType,
+        /// Which field (e.g. `outlier column`, `outlier value`, `block scale`, `code`).
+        field: &'static str,
+        /// Position of the offending element (block, code, pool entry or byte index).
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

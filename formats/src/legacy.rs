@@ -596,6 +596,31 @@ pub fn quantize_row_q8_0(src: &[f32], importance: Option<&[f32]>, dst: &mut [u8]
     );
 }
 
+/// Quantise activations to Q8_0 the way ggml's `quantize_row_q8_0_ref` does (the `from_float`
+/// of the Q8_0 activation type): `d = amax/127` stored as f16, codes `round(x·127/amax)` (ties
+/// away from zero). Fast, no search: this is the activation format ggml's `vec_dot`s consume.
+/// `src.len()` must be a multiple of 32 and `dst` hold `src.len()/32` blocks (extra input or
+/// output is ignored).
+pub fn quantize_row_q8_0_activations(src: &[f32], dst: &mut [u8]) {
+    for (x, out) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(Q8_0Block::BYTES))
+    {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut codes = [0i8; QK];
+        for (c, &v) in codes.iter_mut().zip(x) {
+            *c = (v * id).round() as i8;
+        }
+        Q8_0Block {
+            d: crate::float::f32_to_f16(d),
+            codes,
+        }
+        .pack(out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
-//! Block formats for GGUF tensors: ggml's own types (byte-exact with ggml's layouts) and, later,
-//! the QuantEase formats.
+//! Block formats for GGUF tensors: ggml's own types (byte-exact with ggml's layouts) and the
+//! QuantEase (QE) formats ([`qe`], spec in `formats/SPEC.md`).
 //!
 //! Every format has
 //! - a packed block struct layout (bytes as ggml stores them),
@@ -9,6 +9,8 @@
 //! - a round-to-nearest quantiser accepting optional per-weight importance (imatrix) weights.
 //!
 //! The row-level entry points [`dequantize_row`] and [`quantize_row`] dispatch on [`GgmlType`].
+//! They take **exactly one row**: QE rows end in a row-level outlier pool, so several QE rows
+//! passed as one buffer would be misread (use [`dequantize_rows`] for several).
 
 #![warn(missing_docs)]
 
@@ -19,10 +21,12 @@ mod golden;
 pub mod iq4;
 pub mod kquants;
 pub mod legacy;
+pub mod qe;
 pub mod search;
 pub mod types;
 
 pub use error::FormatError;
+pub use qe::QeFormat;
 pub use types::{GgmlType, QK_K};
 
 /// True if [`dequantize_row`] can decode this type.
@@ -44,7 +48,7 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
             | Q6_K
             | IQ4_NL
             | IQ4_XS
-    )
+    ) || ty.is_qe()
 }
 
 /// True if [`quantize_row`] can encode this type.
@@ -74,7 +78,13 @@ fn check_lengths(ty: GgmlType, weights: usize, bytes: usize) -> Result<(), Forma
 }
 
 /// Decode one row of packed `ty` data into `dst` (`dst.len()` weights).
+///
+/// Exactly one row: for QE types the outlier pool follows the row's blocks, so `dst.len()` must
+/// be the tensor's row width (QE rows are validated and at most 65504 wide).
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), FormatError> {
+    if let Some(fmt) = QeFormat::from_type(ty) {
+        return qe::dequantize_row(fmt, src, dst);
+    }
     check_lengths(ty, dst.len(), src.len())?;
     use GgmlType::*;
     match ty {
@@ -98,7 +108,51 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), F
     Ok(())
 }
 
+/// Decode `dst.len() / n_per_row` consecutive rows of `n_per_row` weights (packed back to back
+/// in `src`), one row at a time, as every type (QE included) requires.
+pub fn dequantize_rows(
+    ty: GgmlType,
+    src: &[u8],
+    n_per_row: usize,
+    dst: &mut [f32],
+) -> Result<(), FormatError> {
+    if n_per_row == 0 || !dst.len().is_multiple_of(n_per_row) {
+        return Err(FormatError::LengthMismatch {
+            ty,
+            what: "output (not a whole number of rows)",
+            got: dst.len(),
+            expected: dst.len() / n_per_row.max(1) * n_per_row,
+        });
+    }
+    let n_rows = dst.len() / n_per_row;
+    let rb = match ty.row_bytes(n_per_row as u64) {
+        Some(b) => b as usize,
+        None => {
+            return Err(FormatError::NotBlockMultiple {
+                ty,
+                len: n_per_row,
+                block: ty.block_size(),
+            })
+        }
+    };
+    if src.len() != n_rows * rb {
+        return Err(FormatError::LengthMismatch {
+            ty,
+            what: "packed rows",
+            got: src.len(),
+            expected: n_rows * rb,
+        });
+    }
+    for (s, d) in src.chunks_exact(rb).zip(dst.chunks_exact_mut(n_per_row)) {
+        dequantize_row(ty, s, d)?;
+    }
+    Ok(())
+}
+
 /// Round-to-nearest quantise one row into packed `ty` data.
+///
+/// Exactly one row (see [`dequantize_row`]); for QE types this is
+/// [`qe::quantize_row_rtn`] (weighted RTN with outliers).
 ///
 /// `importance`, when given, has one non-negative weight per element of `src` (an imatrix's
 /// per-column mean squared activation); the quantiser then minimises the importance-weighted
@@ -110,6 +164,9 @@ pub fn quantize_row(
     importance: Option<&[f32]>,
     dst: &mut [u8],
 ) -> Result<(), FormatError> {
+    if let Some(fmt) = QeFormat::from_type(ty) {
+        return qe::quantize_row_rtn(fmt, src, importance, dst);
+    }
     check_lengths(ty, src.len(), dst.len())?;
     if let Some(w) = importance {
         if w.len() != src.len() {

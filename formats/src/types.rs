@@ -3,6 +3,10 @@
 //! Facts from `ggml/include/ggml.h` and the `type_traits` table in `ggml/src/ggml.c` of the llama.cpp
 //! sources vendored by `llama-cpp-sys-2` 0.1.161. Ids 4, 5 and 31–33, 36–38 were removed from ggml
 //! and are treated as unknown.
+//!
+//! The table also holds this project's own QE formats (ids 200..=208, [`GgmlType::is_qe`]),
+//! far above ggml's range (ggml's ids end below 64). Stock ggml cannot load them; see
+//! [`crate::qe`] and `formats/SPEC.md`.
 
 use std::fmt;
 
@@ -120,6 +124,24 @@ ggml_types! {
     Q1_0 = 41, "Q1_0", 128, 18;
     /// 2-bit, 64-weight blocks, f16 scale.
     Q2_0 = 42, "Q2_0", 64, 18;
+    /// QuantEase 2-bit codes, no outlier pool (2.5 bpw). Not a ggml type: see `qe`.
+    QE2_0 = 200, "QE2_0", 32, 10;
+    /// QuantEase 2-bit codes, 1 pool byte per block (2.75 bpw, one outlier per 128 weights).
+    QE2_1 = 201, "QE2_1", 32, 11;
+    /// QuantEase 2-bit codes, 2 pool bytes per block (3.0 bpw, one outlier per 64 weights).
+    QE2_2 = 202, "QE2_2", 32, 12;
+    /// QuantEase 3-bit codes, no outlier pool (3.5 bpw).
+    QE3_0 = 203, "QE3_0", 32, 14;
+    /// QuantEase 3-bit codes, 1 pool byte per block (3.75 bpw).
+    QE3_1 = 204, "QE3_1", 32, 15;
+    /// QuantEase 3-bit codes, 2 pool bytes per block (4.0 bpw).
+    QE3_2 = 205, "QE3_2", 32, 16;
+    /// QuantEase 4-bit codes, no outlier pool (4.5 bpw).
+    QE4_0 = 206, "QE4_0", 32, 18;
+    /// QuantEase 4-bit codes, 1 pool byte per block (4.75 bpw).
+    QE4_1 = 207, "QE4_1", 32, 19;
+    /// QuantEase 4-bit codes, 2 pool bytes per block (5.0 bpw).
+    QE4_2 = 208, "QE4_2", 32, 20;
 }
 
 impl GgmlType {
@@ -155,6 +177,18 @@ impl GgmlType {
     pub fn is_quantized(self) -> bool {
         self.block_size() > 1
     }
+
+    /// True for this project's QE formats (ids 200..=208), which are not ggml types: stock
+    /// ggml/llama.cpp cannot load them, and a QE row must always be handled as a whole row
+    /// (its outlier pool sits after the row's blocks).
+    pub fn is_qe(self) -> bool {
+        (crate::qe::QE_TYPE_FIRST..crate::qe::QE_TYPE_FIRST + 9).contains(&self.id())
+    }
+
+    /// True for types defined by ggml itself (every type except the QE formats).
+    pub fn is_ggml(self) -> bool {
+        !self.is_qe()
+    }
 }
 
 impl fmt::Display for GgmlType {
@@ -174,7 +208,7 @@ mod tests {
             assert_eq!(GgmlType::from_name(t.name()), Some(t));
             assert_eq!(GgmlType::from_name(&t.name().to_lowercase()), Some(t));
         }
-        for removed in [4u32, 5, 31, 32, 33, 36, 37, 38, 43, 1000] {
+        for removed in [4u32, 5, 31, 32, 33, 36, 37, 38, 43, 199, 209, 1000] {
             assert_eq!(GgmlType::from_id(removed), None);
         }
     }
@@ -187,5 +221,31 @@ mod tests {
         assert_eq!(GgmlType::IQ4_XS.bits_per_weight(), 4.25);
         assert_eq!(GgmlType::Q4_0.row_bytes(576), Some(18 * 18));
         assert_eq!(GgmlType::Q4_K.row_bytes(576), None);
+    }
+
+    #[test]
+    fn qe_types_follow_the_contract() {
+        let qe: Vec<GgmlType> = GgmlType::ALL
+            .iter()
+            .copied()
+            .filter(|t| t.is_qe())
+            .collect();
+        assert_eq!(qe.len(), 9);
+        for (i, &t) in qe.iter().enumerate() {
+            let (b, s) = (2 + i / 3, i % 3);
+            assert_eq!(t.id(), 200 + 3 * (b as u32 - 2) + s as u32);
+            assert_eq!(t.name(), format!("QE{b}_{s}"));
+            assert_eq!(t.block_size(), 32);
+            assert_eq!(t.type_size(), 2 + 4 * b + s);
+            assert!(t.is_quantized() && !t.is_ggml());
+        }
+        assert_eq!(GgmlType::QE3_1.bits_per_weight(), 3.75);
+        assert_eq!(GgmlType::QE2_1.bits_per_weight(), 2.75);
+        assert_eq!(GgmlType::QE4_1.bits_per_weight(), 4.75);
+        assert_eq!(GgmlType::QE3_0.bits_per_weight(), 3.5);
+        assert!(GgmlType::ALL
+            .iter()
+            .filter(|t| t.is_ggml())
+            .all(|t| t.id() < 64));
     }
 }

@@ -1,0 +1,1 @@
+//! Kernel tests (SIMD vs scalar) — filled in with the SIMD kernels.

@@ -1,0 +1,537 @@
+//! The QuantEase (QE) block formats: `QE{b}_{s}`, `b` code bits ∈ {2, 3, 4}, `s` outlier-pool
+//! bytes per 32-weight block ∈ {0, 1, 2}. Full specification: `formats/SPEC.md`.
+//!
+//! # Row layout (a row of `p = 32·nb` weights, `nb·(2 + 4b + s)` bytes)
+//!
+//! ```text
+//! [ block 0 | block 1 | … | block nb−1 ][ outlier pool: nb·s bytes ]
+//! block (2 + 4b bytes) = f16 d (LE) + 32 b-bit codes, packed per bit width:
+//!   b = 2: qs[8]            byte j bits 2k..2k+1 = code of weight j + 8k   (j < 8, k < 4)
+//!   b = 3: qs[8] + qh[4]    low 2 bits as for b = 2; u32 LE qh bit i = bit 2 of code i
+//!   b = 4: qs[16]           byte j low nibble = weight j, high nibble = weight j + 16
+//! pool = floor(nb·s/4) entries of (u16 LE column, f16 LE additive value h),
+//!        used entries first with strictly increasing columns, unused = (0xFFFF, 0),
+//!        then nb·s mod 4 zero bytes.
+//! ```
+//!
+//! Value of weight `i` of block `k`: `d·(c − (2^b − 1)/2)` (f32 product of the f16 scale and the
+//! half-integer level), plus `h` (f32 addition) if column `32k + i` has a pool entry.
+//!
+//! The packing is chosen so that SIMD unpacking is a handful of instructions: 2-bit planes are a
+//! 64-bit broadcast and per-lane shifts by 0/2/4/6 (weights come out in natural order), the third
+//! bit is a 32-bit mask (one `vpmovm2b`/compare), 4-bit codes are Q4_0's nibble layout.
+//!
+//! # Row-level pool: one row at a time
+//!
+//! The outlier pool sits after *all* blocks of the row, so QE data can only be decoded a whole
+//! row at a time: a buffer of two rows has the same length as one row of twice the width but a
+//! different layout. Every function here takes exactly one row.
+
+mod kernels;
+mod rtn;
+
+pub use kernels::{
+    matmul, quantize_row_q8_0_activations, vec_dot_f32, vec_dot_q8_0, Kernel, BLOCK_Q8_0_BYTES,
+};
+pub use rtn::quantize_row_rtn;
+
+use crate::error::FormatError;
+use crate::float::{f16_to_f32, f32_to_f16};
+use crate::types::GgmlType;
+
+/// Weights per QE block.
+pub const QK: usize = 32;
+/// GGUF type id of `QE2_0`, the first QE type (`200 + 3·(b − 2) + s`).
+pub const QE_TYPE_FIRST: u32 = 200;
+/// Number of QE types (ids `200..=208`).
+pub const QE_TYPE_COUNT: usize = 9;
+/// Widest row a QE tensor may have (pool columns are u16; 0xFFFF marks unused entries).
+pub const MAX_WIDTH: usize = 65504;
+/// Column of an unused pool entry.
+pub const UNUSED_COLUMN: u16 = 0xFFFF;
+/// Bytes of one pool entry (u16 column + f16 value).
+pub const POOL_ENTRY_BYTES: usize = 4;
+/// GGUF metadata key written (u32) when a file holds any QE tensor.
+pub const FORMAT_VERSION_KEY: &str = "quantease.format_version";
+/// Value of [`FORMAT_VERSION_KEY`] for the format described here.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One QE format: `bits` per code (2, 3 or 4) and `pool` bytes of outlier pool per block (0, 1
+/// or 2). Functions taking a `QeFormat` return [`FormatError::BadQeFormat`] for other values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QeFormat {
+    /// Code bits `b` ∈ {2, 3, 4}.
+    pub bits: u8,
+    /// Outlier-pool bytes per 32-weight block `s` ∈ {0, 1, 2}.
+    pub pool: u8,
+}
+
+impl QeFormat {
+    /// All nine formats in type-id order.
+    pub const ALL: [QeFormat; QE_TYPE_COUNT] = [
+        QeFormat { bits: 2, pool: 0 },
+        QeFormat { bits: 2, pool: 1 },
+        QeFormat { bits: 2, pool: 2 },
+        QeFormat { bits: 3, pool: 0 },
+        QeFormat { bits: 3, pool: 1 },
+        QeFormat { bits: 3, pool: 2 },
+        QeFormat { bits: 4, pool: 0 },
+        QeFormat { bits: 4, pool: 1 },
+        QeFormat { bits: 4, pool: 2 },
+    ];
+
+    /// The format with these parameters, if valid.
+    pub const fn new(bits: u8, pool: u8) -> Option<QeFormat> {
+        if bits >= 2 && bits <= 4 && pool <= 2 {
+            Some(QeFormat { bits, pool })
+        } else {
+            None
+        }
+    }
+
+    /// True if `bits` ∈ {2, 3, 4} and `pool` ∈ {0, 1, 2}.
+    pub const fn is_valid(self) -> bool {
+        QeFormat::new(self.bits, self.pool).is_some()
+    }
+
+    /// `Ok(self)` if valid, else [`FormatError::BadQeFormat`].
+    pub fn check(self) -> Result<QeFormat, FormatError> {
+        if self.is_valid() {
+            Ok(self)
+        } else {
+            Err(FormatError::BadQeFormat {
+                bits: self.bits,
+                pool: self.pool,
+            })
+        }
+    }
+
+    /// The QE format of a type, or `None` for ggml's own types.
+    pub fn from_type(ty: GgmlType) -> Option<QeFormat> {
+        let i = ty.id().checked_sub(QE_TYPE_FIRST)? as usize;
+        QeFormat::ALL.get(i).copied()
+    }
+
+    /// The GGUF type id `200 + 3·(b − 2) + s` (meaningful only for valid formats).
+    pub const fn type_id(self) -> u32 {
+        QE_TYPE_FIRST + 3 * (self.bits as u32).saturating_sub(2) + self.pool as u32
+    }
+
+    /// The type in the type table, or `None` for an invalid format.
+    pub fn to_type(self) -> Option<GgmlType> {
+        if self.is_valid() {
+            GgmlType::from_id(self.type_id())
+        } else {
+            None
+        }
+    }
+
+    /// Largest code `2^b − 1`.
+    pub const fn max_code(self) -> u8 {
+        ((1u16 << self.bits) - 1) as u8
+    }
+
+    /// Bytes of a block without its pool share: `2 + 4b` (f16 scale + 32 b-bit codes).
+    pub const fn block_bytes(self) -> usize {
+        2 + 4 * self.bits as usize
+    }
+
+    /// ggml `type_size`: bytes per 32 weights including the pool share, `2 + 4b + s`.
+    pub const fn type_size(self) -> usize {
+        self.block_bytes() + self.pool as usize
+    }
+
+    /// Bits per weight, `8·(2 + 4b + s)/32`.
+    pub fn bits_per_weight(self) -> f64 {
+        self.type_size() as f64 * 8.0 / QK as f64
+    }
+
+    /// Bytes of a row of `p` weights (`p` a multiple of 32; other `p` count whole blocks only).
+    pub const fn row_bytes(self, p: usize) -> usize {
+        p / QK * self.type_size()
+    }
+
+    /// Outlier-pool entries of a row of `p` weights: `floor(nb·s/4)`.
+    pub const fn capacity(self, p: usize) -> usize {
+        p / QK * self.pool as usize / POOL_ENTRY_BYTES
+    }
+
+    /// The grid levels in units of the block scale, ascending: `c − (2^b − 1)/2` for every code
+    /// `c` (b = 2: −1.5, −0.5, 0.5, 1.5).
+    pub fn levels(self) -> Vec<f32> {
+        (0..=self.max_code()).map(|c| self.level(c)).collect()
+    }
+
+    /// The level of code `c`: `c − (2^b − 1)/2` (exact in f32).
+    #[inline]
+    pub fn level(self, c: u8) -> f32 {
+        c as f32 - self.max_code() as f32 * 0.5
+    }
+
+    /// Decoded grid value of code `c` under scale `d`, exactly as every decoder computes it.
+    #[inline]
+    pub fn value(self, d: f32, c: u8) -> f32 {
+        d * self.level(c)
+    }
+}
+
+fn qe_type(fmt: QeFormat) -> GgmlType {
+    fmt.to_type().unwrap_or(GgmlType::QE2_0)
+}
+
+fn invalid(fmt: QeFormat, field: &'static str, index: usize, reason: String) -> FormatError {
+    FormatError::InvalidField {
+        ty: qe_type(fmt),
+        field,
+        index,
+        reason,
+    }
+}
+
+fn length_mismatch(fmt: QeFormat, what: &'static str, got: usize, expected: usize) -> FormatError {
+    FormatError::LengthMismatch {
+        ty: qe_type(fmt),
+        what,
+        got,
+        expected,
+    }
+}
+
+/// Check `fmt` and the row width `p`; returns the number of blocks.
+fn check_width(fmt: QeFormat, p: usize) -> Result<usize, FormatError> {
+    fmt.check()?;
+    if !p.is_multiple_of(QK) {
+        return Err(FormatError::NotBlockMultiple {
+            ty: qe_type(fmt),
+            len: p,
+            block: QK,
+        });
+    }
+    if p > MAX_WIDTH {
+        return Err(invalid(
+            fmt,
+            "row width",
+            0,
+            format!("{p} weights exceeds the QE maximum {MAX_WIDTH} (pass one row at a time)"),
+        ));
+    }
+    Ok(p / QK)
+}
+
+/// Pack 32 codes (each `< 2^bits`, higher bits ignored) into `out[..4·bits]` (layout in the
+/// module docs).
+pub(crate) fn pack_codes(bits: u8, codes: &[u8], out: &mut [u8]) {
+    match bits {
+        4 => crate::legacy::pack_nibbles(codes, out),
+        _ => {
+            for j in 0..8 {
+                out[j] = (0..4).fold(0u8, |acc, k| acc | ((codes[j + 8 * k] & 3) << (2 * k)));
+            }
+            if bits == 3 {
+                let qh = codes
+                    .iter()
+                    .take(QK)
+                    .enumerate()
+                    .fold(0u32, |acc, (i, &c)| acc | ((((c >> 2) & 1) as u32) << i));
+                out[8..12].copy_from_slice(&qh.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Inverse of [`pack_codes`]: the 32 codes of `qs[..4·bits]` into `codes[..32]`.
+pub(crate) fn unpack_codes(bits: u8, qs: &[u8], codes: &mut [u8]) {
+    match bits {
+        4 => crate::legacy::unpack_nibbles(qs, codes),
+        _ => {
+            for j in 0..8 {
+                for k in 0..4 {
+                    codes[j + 8 * k] = (qs[j] >> (2 * k)) & 3;
+                }
+            }
+            if bits == 3 {
+                let qh = u32::from_le_bytes([qs[8], qs[9], qs[10], qs[11]]);
+                for (i, c) in codes.iter_mut().take(QK).enumerate() {
+                    *c |= (((qh >> i) & 1) as u8) << 2;
+                }
+            }
+        }
+    }
+}
+
+/// Walk a packed pool with full validation, calling `f(column, h)` for every used entry.
+/// Returns the number of used entries.
+fn parse_pool(
+    fmt: QeFormat,
+    pool: &[u8],
+    p: usize,
+    mut f: impl FnMut(usize, f32),
+) -> Result<usize, FormatError> {
+    let n = pool.len() / POOL_ENTRY_BYTES;
+    let mut used = 0usize;
+    let mut prev: Option<usize> = None;
+    let mut unused_seen = false;
+    for (e, ent) in pool.chunks_exact(POOL_ENTRY_BYTES).enumerate() {
+        let col = u16::from_le_bytes([ent[0], ent[1]]);
+        let hbits = u16::from_le_bytes([ent[2], ent[3]]);
+        if col == UNUSED_COLUMN {
+            if hbits != 0 {
+                return Err(invalid(
+                    fmt,
+                    "outlier value",
+                    e,
+                    format!("unused pool entry has value bits {hbits:#06x}, must be 0"),
+                ));
+            }
+            unused_seen = true;
+            continue;
+        }
+        let col = col as usize;
+        if unused_seen {
+            return Err(invalid(
+                fmt,
+                "outlier column",
+                e,
+                format!("used entry (column {col}) after an unused one"),
+            ));
+        }
+        if col >= p {
+            return Err(invalid(
+                fmt,
+                "outlier column",
+                e,
+                format!("column {col} is outside the row of {p} weights"),
+            ));
+        }
+        if let Some(pc) = prev {
+            if col <= pc {
+                return Err(invalid(
+                    fmt,
+                    "outlier column",
+                    e,
+                    format!("column {col} does not increase (previous {pc})"),
+                ));
+            }
+        }
+        let h = f16_to_f32(hbits);
+        if !h.is_finite() {
+            return Err(invalid(
+                fmt,
+                "outlier value",
+                e,
+                format!("value is not finite ({h})"),
+            ));
+        }
+        prev = Some(col);
+        used += 1;
+        f(col, h);
+    }
+    if let Some(i) = pool[n * POOL_ENTRY_BYTES..].iter().position(|&b| b != 0) {
+        return Err(invalid(
+            fmt,
+            "outlier pool padding",
+            n * POOL_ENTRY_BYTES + i,
+            "trailing pool bytes must be zero".into(),
+        ));
+    }
+    Ok(used)
+}
+
+/// Read and check the f16 scale of block `k` (finite).
+#[inline]
+fn block_scale(fmt: QeFormat, block: &[u8], k: usize) -> Result<f32, FormatError> {
+    let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+    if d.is_finite() {
+        Ok(d)
+    } else {
+        Err(invalid(
+            fmt,
+            "block scale",
+            k,
+            format!("scale is not finite ({d})"),
+        ))
+    }
+}
+
+/// Pack one row: per-block scales (`nb` values, rounded to f16), codes (`p` values in
+/// `0..2^b`), and outliers `(column, h)` (at most [`QeFormat::capacity`]; any order, distinct
+/// columns `< p`, `h` finite and within f16 range) into `out` (exactly `fmt.row_bytes(p)` bytes).
+///
+/// `p = codes.len()` must be a multiple of 32 and at most [`MAX_WIDTH`]. Errors name the field.
+pub fn encode_row(
+    fmt: QeFormat,
+    scales: &[f32],
+    codes: &[u8],
+    outliers: &[(u16, f32)],
+    out: &mut [u8],
+) -> Result<(), FormatError> {
+    let p = codes.len();
+    let nb = check_width(fmt, p)?;
+    if scales.len() != nb {
+        return Err(length_mismatch(fmt, "scales", scales.len(), nb));
+    }
+    if out.len() != fmt.row_bytes(p) {
+        return Err(length_mismatch(
+            fmt,
+            "packed row",
+            out.len(),
+            fmt.row_bytes(p),
+        ));
+    }
+    let cap = fmt.capacity(p);
+    if outliers.len() > cap {
+        return Err(invalid(
+            fmt,
+            "outliers",
+            cap,
+            format!("{} outliers exceed the row capacity {cap}", outliers.len()),
+        ));
+    }
+    let max = fmt.max_code();
+    if let Some(i) = codes.iter().position(|&c| c > max) {
+        return Err(invalid(
+            fmt,
+            "code",
+            i,
+            format!("code {} exceeds {max}", codes[i]),
+        ));
+    }
+    let mut d_bits = Vec::with_capacity(nb);
+    for (k, &d) in scales.iter().enumerate() {
+        let b = f32_to_f16(d);
+        if !f16_to_f32(b).is_finite() {
+            return Err(invalid(
+                fmt,
+                "scales",
+                k,
+                format!("scale {d} is not finite in f16"),
+            ));
+        }
+        d_bits.push(b);
+    }
+    let mut pool: Vec<(u16, u16)> = Vec::with_capacity(outliers.len());
+    for (e, &(col, h)) in outliers.iter().enumerate() {
+        if col as usize >= p {
+            return Err(invalid(
+                fmt,
+                "outliers",
+                e,
+                format!("column {col} is outside the row of {p} weights"),
+            ));
+        }
+        let hb = f32_to_f16(h);
+        if !f16_to_f32(hb).is_finite() {
+            return Err(invalid(
+                fmt,
+                "outliers",
+                e,
+                format!("value {h} is not finite in f16"),
+            ));
+        }
+        pool.push((col, hb));
+    }
+    pool.sort_unstable_by_key(|&(c, _)| c);
+    if let Some(w) = pool.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(invalid(
+            fmt,
+            "outliers",
+            w[0].0 as usize,
+            format!("column {} appears twice", w[0].0),
+        ));
+    }
+
+    let bb = fmt.block_bytes();
+    let (blocks, pool_bytes) = out.split_at_mut(nb * bb);
+    for ((blk, cs), &db) in blocks
+        .chunks_exact_mut(bb)
+        .zip(codes.chunks_exact(QK))
+        .zip(&d_bits)
+    {
+        blk[0..2].copy_from_slice(&db.to_le_bytes());
+        pack_codes(fmt.bits, cs, &mut blk[2..]);
+    }
+    pool_bytes.fill(0);
+    for (e, ent) in pool_bytes.chunks_exact_mut(POOL_ENTRY_BYTES).enumerate() {
+        let (c, hb) = pool.get(e).copied().unwrap_or((UNUSED_COLUMN, 0));
+        ent[0..2].copy_from_slice(&c.to_le_bytes());
+        ent[2..4].copy_from_slice(&hb.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Unpack and validate one row of `codes.len()` weights: scales (`nb`, as f32 from the stored
+/// f16), codes (`p`) and the used outlier entries `(column, h)` (cleared first), in pool order.
+///
+/// Rejects (naming the field): wrong lengths, non-finite scales, pool columns `≥ p`,
+/// non-increasing columns, used entries after unused ones, unused entries with a non-zero value,
+/// non-finite `h`, non-zero trailing pool bytes.
+pub fn decode_row(
+    fmt: QeFormat,
+    bytes: &[u8],
+    scales: &mut [f32],
+    codes: &mut [u8],
+    outliers: &mut Vec<(u16, f32)>,
+) -> Result<(), FormatError> {
+    let p = codes.len();
+    let nb = check_width(fmt, p)?;
+    if scales.len() != nb {
+        return Err(length_mismatch(fmt, "scales", scales.len(), nb));
+    }
+    if bytes.len() != fmt.row_bytes(p) {
+        return Err(length_mismatch(
+            fmt,
+            "packed row",
+            bytes.len(),
+            fmt.row_bytes(p),
+        ));
+    }
+    let bb = fmt.block_bytes();
+    let (blocks, pool) = bytes.split_at(nb * bb);
+    for (k, ((blk, cs), s)) in blocks
+        .chunks_exact(bb)
+        .zip(codes.chunks_exact_mut(QK))
+        .zip(scales.iter_mut())
+        .enumerate()
+    {
+        *s = block_scale(fmt, blk, k)?;
+        unpack_codes(fmt.bits, &blk[2..], cs);
+    }
+    outliers.clear();
+    parse_pool(fmt, pool, p, |c, h| outliers.push((c as u16, h)))?;
+    Ok(())
+}
+
+/// Decode one row of `y.len()` weights to f32, validating it like [`decode_row`].
+///
+/// `y[j] = d·(c − (2^b − 1)/2)` (+ `h` if column `j` is in the pool).
+pub fn dequantize_row(fmt: QeFormat, bytes: &[u8], y: &mut [f32]) -> Result<(), FormatError> {
+    let p = y.len();
+    let nb = check_width(fmt, p)?;
+    if bytes.len() != fmt.row_bytes(p) {
+        return Err(length_mismatch(
+            fmt,
+            "packed row",
+            bytes.len(),
+            fmt.row_bytes(p),
+        ));
+    }
+    let bb = fmt.block_bytes();
+    let (blocks, pool) = bytes.split_at(nb * bb);
+    let mut codes = [0u8; QK];
+    for (k, (blk, out)) in blocks
+        .chunks_exact(bb)
+        .zip(y.chunks_exact_mut(QK))
+        .enumerate()
+    {
+        let d = block_scale(fmt, blk, k)?;
+        unpack_codes(fmt.bits, &blk[2..], &mut codes);
+        for (o, &c) in out.iter_mut().zip(&codes) {
+            *o = fmt.value(d, c);
+        }
+    }
+    parse_pool(fmt, pool, p, |c, h| y[c] += h)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
