@@ -47,7 +47,10 @@ fn main() {
     if let Some(t) = std::env::var("DAMP").ok().and_then(|v| v.parse().ok()) {
         opts.damp = t;
     }
-    println!("{:<28} {:>5} {:>11} {:>11} {:>8} {:>5} {:>7}", "weight", "pool", "RTN", "QuantEase", "QE/RTN", "sw", "s");
+    println!(
+        "{:<28} {:>5} {:>11} {:>11} {:>8} {:>5} {:>7}",
+        "weight", "pool", "RTN", "QuantEase", "QE/RTN", "sw", "s"
+    );
     let (mut sr, mut sg, mut sq) = (0.0, 0.0, 0.0);
     for (w, t) in weights.iter().zip(&tensors) {
         if !layers.iter().any(|l| w.starts_with(&format!("blk.{l}."))) {
@@ -77,10 +80,17 @@ fn main() {
         }
         let sigma = Sigma::Full(FullSigma::new(p, s).unwrap());
         for pool in [0u8, 1, 2] {
-            let e = solve_qe(w, &x, q, p, &sigma, bits, pool, Method::QuantEase, &opts).expect("qe");
+            let e =
+                solve_qe(w, &x, q, p, &sigma, bits, pool, Method::QuantEase, &opts).expect("qe");
             println!(
                 "{:<28} {:>5} {:>11.4e} {:>11.4e} {:>8.3} {:>5} {:>7.2}",
-                w, pool, e.rtn_rel_error, e.rel_error, e.rel_error / e.rtn_rel_error, e.sweeps, e.seconds
+                w,
+                pool,
+                e.rtn_rel_error,
+                e.rel_error,
+                e.rel_error / e.rtn_rel_error,
+                e.sweeps,
+                e.seconds
             );
             if pool == 1 {
                 sr += e.rtn_rel_error;

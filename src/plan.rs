@@ -79,18 +79,12 @@ pub enum Mix {
 
 /// The GGUF type `QE{bits}_{pool}` (ids 200 + 3·(bits−2) + pool), if the formats crate knows it.
 pub fn qe_type(bits: u8, pool: u8) -> Option<GgmlType> {
-    if !(2..=4).contains(&bits) || pool > 2 {
-        return None;
-    }
-    GgmlType::from_id(200 + 3 * (bits as u32 - 2) + pool as u32)
+    quantease_formats::qe::QeFormat::new(bits, pool).and_then(|f| f.to_type())
 }
 
 /// `(bits, pool)` of a QE type, `None` for other types.
 pub fn qe_params(ty: GgmlType) -> Option<(u8, u8)> {
-    let id = ty.id();
-    (200..=208)
-        .contains(&id)
-        .then(|| (((id - 200) / 3 + 2) as u8, ((id - 200) % 3) as u8))
+    quantease_formats::qe::QeFormat::from_type(ty).map(|f| (f.bits, f.pool))
 }
 
 /// The outlier pool (bytes per 32-weight block) needed for a fraction of outliers per row:

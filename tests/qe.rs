@@ -32,9 +32,7 @@ fn qe_tensors(path: &Path) -> Vec<(String, u8, u8)> {
         .iter()
         .filter_map(|t| qe_params(t.ty).map(|(b, p)| (t.name.clone(), b, p)))
         .collect();
-    let version = f
-        .get("quantease.format_version")
-        .and_then(|v| v.as_u64());
+    let version = f.get("quantease.format_version").and_then(|v| v.as_u64());
     assert_eq!(
         version,
         (!out.is_empty()).then_some(1),
@@ -72,7 +70,10 @@ fn tiny_model_qe_round_trip_and_threads() {
             ]);
             outs.push(out);
         }
-        let (a, b) = (std::fs::read(&outs[0]).unwrap(), std::fs::read(&outs[1]).unwrap());
+        let (a, b) = (
+            std::fs::read(&outs[0]).unwrap(),
+            std::fs::read(&outs[1]).unwrap(),
+        );
         assert!(a == b, "QE{bits}: 1 and 2 threads differ");
         let qe = qe_tensors(&outs[0]);
         assert!(!qe.is_empty());
@@ -102,7 +103,14 @@ fn tiny_model_qe_round_trip_and_threads() {
         }
         // Dequantize gives an F16 file without QE tensors.
         let f16 = dir.path().join(format!("tiny-qe{bits}.f16.gguf"));
-        convert(&["dequantize", s(&outs[0]), s(&f16), "--type", "F16", "--quiet"]);
+        convert(&[
+            "dequantize",
+            s(&outs[0]),
+            s(&f16),
+            "--type",
+            "F16",
+            "--quiet",
+        ]);
         assert!(qe_tensors(&f16).is_empty());
     }
 }
@@ -150,12 +158,26 @@ fn bad_outlier_values_are_clear_errors() {
     assert!(stderr(&o).contains("--outliers-tensor"), "{}", stderr(&o));
     // Outliers on a plan without QE tensors.
     let o = run(&[
-        "convert", s(&input), s(&out), "--type", "Q4_0", "--outliers", "0.5%",
+        "convert",
+        s(&input),
+        s(&out),
+        "--type",
+        "Q4_0",
+        "--outliers",
+        "0.5%",
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("QE tensors only"), "{}", stderr(&o));
     // --format qe only has 2, 3 and 4 bits.
-    let o = run(&["convert", s(&input), s(&out), "--format", "qe", "--bits", "5"]);
+    let o = run(&[
+        "convert",
+        s(&input),
+        s(&out),
+        "--format",
+        "qe",
+        "--bits",
+        "5",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("2, 3 or 4"), "{}", stderr(&o));
     assert!(!out.exists());
@@ -172,7 +194,16 @@ fn eval_text() -> PathBuf {
 #[test]
 fn smollm2_qe_plan_has_no_fallbacks() {
     let Some(model) = test_model() else { return };
-    let o = run(&["convert", s(&model), "x.gguf", "--format", "qe", "--bits", "3", "--dry-run"]);
+    let o = run(&[
+        "convert",
+        s(&model),
+        "x.gguf",
+        "--format",
+        "qe",
+        "--bits",
+        "3",
+        "--dry-run",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let plan = String::from_utf8_lossy(&o.stdout);
     assert!(!plan.contains("fallback"), "{plan}");
@@ -242,7 +273,11 @@ fn smollm2_qe_dequantizes_loads_and_evaluates_like_its_f16() {
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("quantease-perplexity"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("quantease-perplexity")
+        })
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }

@@ -15,6 +15,7 @@ use quantease_formats::float::{f16_to_f32, f32_to_f16};
 use quantease_formats::iq4::{IQ4NlBlock, IQ4XsBlock, KVALUES_IQ4NL};
 use quantease_formats::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KQuantBlock};
 use quantease_formats::legacy::{Q4_0Block, Q4_1Block, Q5_0Block, Q5_1Block, Q8_0Block};
+use quantease_formats::qe::{self, QeFormat};
 use quantease_formats::GgmlType;
 
 /// Most sub-blocks of any supported type (Q2_K, Q3_K, Q6_K).
@@ -86,8 +87,8 @@ impl Spec {
     /// The grid of a ggml type, or `None` if the solver does not handle it.
     pub fn for_type(ty: GgmlType) -> Option<Spec> {
         use GgmlType::*;
-        if let Some((bits, pool)) = crate::plan::qe_params(ty) {
-            return Some(Spec::qe(bits, pool));
+        if let Some(f) = QeFormat::from_type(ty) {
+            return Some(Spec::qe(f.bits, f.pool));
         }
         let legacy = |levels: Vec<f32>, unit: bool, min: bool| Spec {
             target: Target::Ggml(ty),
@@ -164,7 +165,7 @@ impl Spec {
     /// Outliers a row of `p` weights can hold: `floor(nb·pool/4)` (0 for non-QE grids).
     pub fn outlier_capacity(&self, p: usize) -> usize {
         match self.target {
-            Target::Qe { pool, .. } => (p / 32) * pool as usize / 4,
+            Target::Qe { bits, pool } => QeFormat { bits, pool }.capacity(p),
             _ => 0,
         }
     }
@@ -448,78 +449,27 @@ impl Spec {
         }
     }
 
-    /// Weighted round-to-nearest on the QE grid for one 32-weight block: a search over f16
-    /// scales around `max|x|/L_max` (weights with zero importance, e.g. outlier positions, do
-    /// not set the range), each followed by the weighted least-squares scale for its codes.
+    /// Weighted round-to-nearest on the QE grid for one 32-weight block: the formats crate's
+    /// QE quantiser (`qe::quantize_row_rtn`, no outliers on a single block).
     fn qe_rtn_block(&self, x: &[f32], importance: Option<&[f32]>, codes: &mut [u8]) -> Params {
-        let n = x.len();
-        let mut wt = [0f32; 32];
-        let wt = &mut wt[..n];
-        quantease_formats::search::fill_weights(importance, wt);
-        let lmax = *self.levels.last().expect("levels");
-        let amax = x
-            .iter()
-            .zip(wt.iter())
-            .filter(|(_, &w)| w > 0.0)
-            .map(|(v, _)| v.abs())
-            .fold(0f32, f32::max);
-        let mut pr = Params {
-            d: 0.0,
+        let Target::Qe { bits, .. } = self.target else {
+            unreachable!("QE grids only")
+        };
+        let fmt = QeFormat { bits, pool: 0 };
+        let mut buf = [0u8; 18];
+        let buf = &mut buf[..fmt.row_bytes(x.len())];
+        qe::quantize_row_rtn(fmt, x, importance, buf)
+            .expect("finite inputs of block length were checked by the caller");
+        let mut d = [0f32; 1];
+        let mut outl = Vec::new();
+        qe::decode_row(fmt, buf, &mut d, &mut codes[..x.len()], &mut outl)
+            .expect("the encoder writes valid rows");
+        Params {
+            d: d[0],
             dmin: 0.0,
             sc: [1; MAX_SUB],
             mn: [-1; MAX_SUB],
-        };
-        let mid = (self.levels.len() / 2) as u8;
-        if amax == 0.0 || !amax.is_finite() {
-            codes[..n].fill(mid);
-            return pr;
         }
-        let mut trial = [0u8; 32];
-        let mut best_err = f64::INFINITY;
-        let mut eval = |d: f32, codes: &mut [u8], best_err: &mut f64, pr: &mut Params| -> f64 {
-            let d = f16_to_f32(f32_to_f16(d));
-            if d <= 0.0 || !d.is_finite() {
-                return f64::INFINITY;
-            }
-            let (mut err, mut sxl, mut sll) = (0f64, 0f64, 0f64);
-            for i in 0..n {
-                let c = self.nearest(d, 0.0, x[i], mid);
-                trial[i] = c;
-                let l = self.levels[c as usize] as f64;
-                let e = x[i] as f64 - d as f64 * l;
-                err += wt[i] as f64 * e * e;
-                sxl += wt[i] as f64 * x[i] as f64 * l;
-                sll += wt[i] as f64 * l * l;
-            }
-            if err < *best_err {
-                *best_err = err;
-                pr.d = d;
-                codes[..n].copy_from_slice(&trial[..n]);
-            }
-            if sll > 0.0 {
-                (sxl / sll) as f32 as f64
-            } else {
-                0.0
-            }
-        };
-        for k in 0..=24 {
-            let d = amax / lmax * (0.64 + 0.02 * k as f32);
-            let ls = eval(d, codes, &mut best_err, &mut pr);
-            if ls > 0.0 {
-                eval(ls as f32, codes, &mut best_err, &mut pr);
-            }
-        }
-        // Final least-squares polish of the winner's scale.
-        let (mut sxl, mut sll) = (0f64, 0f64);
-        for i in 0..n {
-            let l = self.levels[codes[i] as usize] as f64;
-            sxl += wt[i] as f64 * x[i] as f64 * l;
-            sll += wt[i] as f64 * l * l;
-        }
-        if sll > 0.0 {
-            eval((sxl / sll) as f32, codes, &mut best_err, &mut pr);
-        }
-        pr
     }
 
     /// Candidate storable values near a continuous scale `v` (f16 neighbours for ggml types).

@@ -401,16 +401,33 @@ fn solve_spec(
     } else {
         0
     };
-    let mut chunks: Vec<cd::Chunk> = ranges
-        .par_iter()
-        .map(|&(r0, n)| {
-            if cap > 0 {
-                outliers::rtn_start(&ctx, r0, n, imp, cap)
+    let mut chunks: Vec<cd::Chunk> = match spec.target {
+        Target::Qe { bits, .. } => {
+            let pool = if cap > 0 {
+                match spec.target {
+                    Target::Qe { pool, .. } => pool,
+                    _ => 0,
+                }
             } else {
-                cd::Chunk::rtn(&ctx, r0, n, imp)
-            }
-        })
-        .collect();
+                0
+            };
+            ranges
+                .par_iter()
+                .map(|&(r0, n)| {
+                    outliers::rtn_start(&ctx, r0, n, imp, bits, pool).map_err(|e| {
+                        SolverError::Shape {
+                            tensor: name.to_string(),
+                            what: format!("rows {r0}..{}: {e}", r0 + n),
+                        }
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+        _ => ranges
+            .par_iter()
+            .map(|&(r0, n)| cd::Chunk::rtn(&ctx, r0, n, imp))
+            .collect(),
+    };
     let rtn_objective = total_objective(&chunks, &op0, p, block_cols);
     let mut current = total_objective(&chunks, &op, p, block_cols);
     let mut init = Method::Rtn;
@@ -539,21 +556,40 @@ fn solve_spec(
             Vec::new(),
             chunks.iter().flat_map(|c| c.what.iter().copied()).collect(),
         ),
-        Target::Qe { .. } => (
-            Vec::new(),
-            chunks
-                .iter()
-                .flat_map(|c| {
-                    let mut v = c.what.clone();
-                    for (r, list) in c.outl.iter().enumerate() {
-                        for &(j, h) in list {
-                            v[r * p + j as usize] += h;
+        Target::Qe { bits, pool } => {
+            let fmt = quantease_formats::qe::QeFormat { bits, pool };
+            let rb = fmt.row_bytes(p);
+            let mut out = vec![0u8; q * rb];
+            let nsb = p / spec.len;
+            out.par_chunks_mut(rb * opts.chunk_rows.max(1))
+                .zip(chunks.par_iter())
+                .try_for_each(|(o, ch)| {
+                    let mut scales = vec![0f32; nsb];
+                    let mut list: Vec<(u16, f32)> = Vec::new();
+                    for r in 0..ch.rows {
+                        for (s, pr) in scales.iter_mut().zip(&ch.params[r * nsb..(r + 1) * nsb]) {
+                            *s = pr.d;
                         }
+                        list.clear();
+                        if let Some(l) = ch.outl.get(r) {
+                            list.extend(l.iter().map(|&(j, h)| (j as u16, h)));
+                        }
+                        quantease_formats::qe::encode_row(
+                            fmt,
+                            &scales,
+                            &ch.codes[r * p..(r + 1) * p],
+                            &list,
+                            &mut o[r * rb..(r + 1) * rb],
+                        )
+                        .map_err(|e| SolverError::Shape {
+                            tensor: name.to_string(),
+                            what: format!("row {}: {e}", ch.r0 + r),
+                        })?;
                     }
-                    v
-                })
-                .collect(),
-        ),
+                    Ok::<(), SolverError>(())
+                })?;
+            (out, Vec::new())
+        }
     };
     let n_outliers = chunks
         .iter()

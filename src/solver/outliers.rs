@@ -20,31 +20,19 @@
 //! exact change of the objective, computed with the rounded values, is negative — so the
 //! objective never increases.
 //!
-//! The start ([`rtn_start`]) takes the `cap` weights of largest `|w|·sqrt(Σ_jj)` of each row as
-//! outliers, fits the block scales on the remaining weights (the outliers get zero importance)
-//! and stores `h = w − ŵ` at the outlier positions.
+//! The start ([`rtn_start`]) is the formats crate's RTN: the `cap` weights of largest
+//! `|w|·sqrt(Σ_jj)` of each row become outliers, the block scales are fitted on the remaining
+//! weights (the outliers get zero importance) and `h = w − ŵ` is stored at the outlier positions.
 
 use super::cd::{Chunk, Ctx};
+use super::grid::{Params, MAX_SUB};
 use quantease_formats::float::{f16_to_f32, f32_to_f16};
+use quantease_formats::qe::{self, QeFormat};
 
 /// Round to the nearest f16 value (clamped to the finite range).
 #[inline]
 pub(crate) fn f16r(v: f32) -> f32 {
     f16_to_f32(f32_to_f16(v.clamp(-65504.0, 65504.0)))
-}
-
-/// The `cap` columns of `x` with the largest `|x_j|·sqrt(imp_j)` (ties: lower column first),
-/// sorted by column.
-fn top_by_magnitude(x: &[f32], importance: Option<&[f32]>, cap: usize) -> Vec<u32> {
-    let mut score: Vec<(f32, u32)> = x
-        .iter()
-        .enumerate()
-        .map(|(j, &v)| {
-            let s = importance.map_or(1.0, |i| i[j].max(0.0).sqrt());
-            (v.abs() * s, j as u32)
-        })
-        .collect();
-    top_cols(&mut score, cap)
 }
 
 /// Keep the `cap` largest scores (ties: lower column first); returns their columns sorted.
@@ -62,51 +50,49 @@ fn top_cols(score: &mut [(f32, u32)], cap: usize) -> Vec<u32> {
     cols
 }
 
-/// Round-to-nearest start with outliers picked by magnitude (see the module docs).
+/// Round-to-nearest start: the formats crate's QE quantiser (`qe::quantize_row_rtn`: outliers
+/// picked by `|w|·sqrt(Σ_jj)`, the grid fitted on the other weights, a slot left unused when its
+/// value would not lower the weight's error), with the pool `pool` (0: no outliers).
 pub(crate) fn rtn_start(
     ctx: &Ctx<'_>,
     r0: usize,
     rows: usize,
     importance: Option<&[f32]>,
-    cap: usize,
-) -> Chunk {
+    bits: u8,
+    pool: u8,
+) -> Result<Chunk, quantease_formats::FormatError> {
     let (p, spec) = (ctx.p, ctx.spec);
-    let nsb = p / spec.len;
+    let fmt = QeFormat { bits, pool };
+    let nb = p / spec.len;
     let mut codes = vec![0u8; rows * p];
-    let mut params = Vec::with_capacity(rows * nsb);
+    let mut params = Vec::with_capacity(rows * nb);
     let mut outl = Vec::with_capacity(rows);
-    let mut imp = vec![0f32; p];
+    let mut buf = vec![0u8; fmt.row_bytes(p)];
+    let mut scales = vec![0f32; nb];
+    let mut list = Vec::new();
     for r in 0..rows {
         let x = &ctx.w[(r0 + r) * p..(r0 + r + 1) * p];
-        let sel = top_by_magnitude(x, importance, cap);
-        match importance {
-            Some(i) => imp.copy_from_slice(i),
-            None => imp.fill(1.0),
-        }
-        for &j in &sel {
-            imp[j as usize] = 0.0;
-        }
-        for b in 0..nsb {
-            let s = b * spec.len..(b + 1) * spec.len;
-            params.push(spec.rtn_block(
-                &x[s.clone()],
-                Some(&imp[s.clone()]),
-                None,
-                &mut codes[r * p + s.start..r * p + s.end],
-            ));
-        }
-        let list = sel
-            .iter()
-            .map(|&j| {
-                let j = j as usize;
-                let pr = &params[r * nsb + j / spec.len];
-                let (a, b) = spec.ab(pr, 0);
-                (j as u32, f16r(x[j] - spec.value(a, b, codes[r * p + j])))
-            })
-            .collect();
-        outl.push(list);
+        qe::quantize_row_rtn(fmt, x, importance, &mut buf)?;
+        qe::decode_row(
+            fmt,
+            &buf,
+            &mut scales,
+            &mut codes[r * p..(r + 1) * p],
+            &mut list,
+        )?;
+        params.extend(scales.iter().map(|&d| Params {
+            d,
+            dmin: 0.0,
+            sc: [1; MAX_SUB],
+            mn: [-1; MAX_SUB],
+        }));
+        outl.push(list.iter().map(|&(j, h)| (j as u32, h)).collect());
     }
-    Chunk::with_outliers(ctx, r0, rows, params, codes, outl)
+    Ok(if pool > 0 {
+        Chunk::with_outliers(ctx, r0, rows, params, codes, outl)
+    } else {
+        Chunk::from_parts(ctx, r0, rows, params, codes)
+    })
 }
 
 /// Replace row `r`'s outliers by `new` (sorted by column) if that lowers the objective; `g` is
