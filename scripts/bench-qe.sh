@@ -30,7 +30,6 @@ manifest=$work/manifest.tsv
 # Baseline rows (llama.cpp and standard formats) are linked from the base work dir.
 grep -v -E '^(qe-|mix-)' "$manifest" 2>/dev/null > "$manifest.tmp" || true
 while IFS=$'\t' read -r file method ty secs; do
-    case $method in reference | calibrate) ;; *) ;; esac
     for f in "$file" "$file.eval-$chunks.json" "$file.inspect.json"; do
         [ -e "$base/$f" ] && ln -sf "$base/$f" "$work/$f"
     done
