@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Quantise a model (any GGUF, or Hugging Face safetensors) into a GGUF of the chosen type or mix.
-    Convert(ConvertArgs),
+    Convert(Box<ConvertArgs>),
     /// Show a GGUF file's metadata, tensor table and totals.
     Inspect(InspectArgs),
     /// Decode every quantised tensor to a float type, giving a file any runtime loads.
@@ -875,7 +875,7 @@ fn run_perplexity(_: PerplexityArgs) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Convert(a) => run_convert(a),
+        Command::Convert(a) => run_convert(*a),
         Command::Inspect(a) => run_inspect(a),
         Command::Dequantize(a) => run_dequantize(a),
         Command::Perplexity(a) => run_perplexity(a),
