@@ -196,7 +196,7 @@ struct ConvertArgs {
     /// it: 0 → pool 0 (QE*_0), up to 0.78125 % → pool 1 (QE*_1), up to 1.5625 % → pool 2
     /// (QE*_2); more is an error. Sets the pool of every QE tensor (the pool's full capacity is
     /// used, since its bytes are stored anyway). Default: the pool of the type (1 for QE2/3/4).
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_hyphen_values = true)]
     outliers: Option<String>,
     /// Per-tensor outlier fraction for QE tensors whose name matches REGEX (first match wins,
     /// before --outliers), e.g. `--outliers-tensor 'ffn_down=1.56%'`. Repeatable.
