@@ -34,6 +34,7 @@ def main():
             "method": method,
             "type": ty,
             "MiB": i["file_bytes"] / 1048576,
+            "MB": i["file_bytes"] / 1e6,
             "bpw": i["total"]["bpw"],
             "PPL": r["ppl"]["value"],
             "PPL_err": r["ppl"]["uncertainty"],
@@ -47,7 +48,7 @@ def main():
             "scored": r["n_scored"],
         })
     rows.sort(key=lambda x: (x["type"], x["method"]))
-    cols = ["file", "method", "type", "MiB", "bpw", "PPL", "PPL_ratio", "mean_KLD", "same_top_pct",
+    cols = ["file", "method", "type", "MiB", "MB", "bpw", "PPL", "PPL_ratio", "mean_KLD", "same_top_pct",
             "seconds"]
     with open(os.path.join(results, "results.csv"), "w", newline="") as f:
         w = csv.writer(f)
@@ -64,10 +65,11 @@ def main():
                     f"(PPL {rows[0]['ppl_ref']:.3f}). ")
         f.write(f"Calibration: groups_merged.txt, {calib_chunks} chunks × 512 tokens"
                 + (f" ({cal[0][1][2]:.0f} s for the full Gram file)" if cal else "") + ".\n\n")
-        f.write("| file | method | type | MiB | bpw | PPL | PPL ratio | mean KLD | same top % | time per step (s) |\n")
-        f.write("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+        f.write("MiB = 2^20 bytes, MB = 10^6 bytes (file sizes).\n\n")
+        f.write("| file | method | type | MiB | MB | bpw | PPL | PPL ratio | mean KLD | same top % | time per step (s) |\n")
+        f.write("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
         for x in rows:
-            f.write(f"| {x['file']} | {x['method']} | {x['type']} | {x['MiB']:.2f} | {x['bpw']:.3f} | "
+            f.write(f"| {x['file']} | {x['method']} | {x['type']} | {x['MiB']:.2f} | {x['MB']:.2f} | {x['bpw']:.3f} | "
                     f"{x['PPL']:.3f} ± {x['PPL_err']:.3f} | {x['PPL_ratio']:.4f} | "
                     f"{x['mean_KLD']:.4f} ± {x['KLD_err']:.4f} | {x['same_top_pct']:.1f} | {x['seconds']:.1f} |\n")
         f.write("\n![size vs KLD](size_vs_kld.png)\n")
@@ -82,6 +84,10 @@ def main():
         for x in pts:
             ax.annotate(x["type"], (x["MiB"], x["mean_KLD"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
+    if model == "smollm2" and any(x["type"].startswith("QE") for x in rows):
+        # The QE target: at most 70 MB (10^6 bytes) with a KLD below llama.cpp's Q2_K + imatrix.
+        ax.axvline(70e6 / 1048576, color="gray", linestyle="--", linewidth=0.8)
+        ax.axhline(0.2730, color="gray", linestyle=":", linewidth=0.8)
     ax.set_xlabel("file size (MiB)")
     ax.set_ylabel("mean KLD vs reference")
     ax.set_yscale("log")

@@ -106,9 +106,10 @@ pub fn pool_for_fraction(fraction: f64) -> Option<u8> {
 }
 
 /// The type of `output.weight` (or of `token_embd.weight` when tied) in a QE mix: QE4 with the
-/// mix's pool. The output matrix is the most sensitive one (llama.cpp gives it Q6_K in every
-/// k-quant mix); on SmolLM2-135M (width 576, where Q6_K cannot be used) QE4_1 for the tied
-/// embedding cost 0.015 KLD less than keeping QE3_1 and 13 MB less than Q8_0 (see
+/// mix's pool. The output matrix is the most sensitive one (llama.cpp gives it Q6_K, or Q8_0
+/// where the width cannot hold Q6_K, in every k-quant mix); QE4 is the most precise QE type and
+/// keeps the file small (Q8_0 would add 13 MB on SmolLM2-135M, whose tied embedding is a fifth
+/// of the weights). `--output-tensor-type` overrides it (measurements in
 /// results/smollm2/qe-sweep.md).
 pub fn qe_output_type(_bits: u8, pool: u8) -> Option<GgmlType> {
     qe_type(4, pool)
