@@ -68,3 +68,4 @@ while read -r name method label args; do
 done < "$config"
 
 python3 scripts/quality_report.py smollm2 "$work" "$results" "$chunks" 16
+python3 scripts/qe_sweep_table.py "$work" "$results" "$chunks"
