@@ -29,7 +29,8 @@ enum Command {
     Convert(Box<ConvertArgs>),
     /// Show a GGUF file's metadata, tensor table and totals.
     Inspect(InspectArgs),
-    /// Decode every quantised tensor to a float type, giving a file any runtime loads.
+    /// Decode every quantised tensor (standard ggml or QE types) to a float type, giving a file
+    /// any runtime loads.
     Dequantize(DequantizeArgs),
     /// Perplexity of a model on a text, and with --base its KL divergence from a reference model
     /// (as `llama-perplexity --kl-divergence` measures them). Needs the `llama` feature.
@@ -194,8 +195,9 @@ struct ConvertArgs {
     /// Fraction of each row's weights stored as full-precision (f16) outliers in QE tensors, as
     /// a number or a percentage (`0.0078`, `0.78%`). Picks the smallest outlier pool that holds
     /// it: 0 → pool 0 (QE*_0), up to 0.78125 % → pool 1 (QE*_1), up to 1.5625 % → pool 2
-    /// (QE*_2); more is an error. Sets the pool of every QE tensor (the pool's full capacity is
-    /// used, since its bytes are stored anyway). Default: the pool of the type (1 for QE2/3/4).
+    /// (QE*_2); more is an error. Sets the pool of every QE tensor; the solver may fill the pool's
+    /// whole capacity (its bytes are stored anyway) and leaves a slot unused only when an outlier
+    /// there would not lower the error. Default: the pool of the type (1 for QE2/3/4).
     #[arg(long, value_name = "FRACTION", allow_hyphen_values = true)]
     outliers: Option<String>,
     /// Per-tensor outlier fraction for QE tensors whose name matches REGEX (first match wins,
