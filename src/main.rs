@@ -243,8 +243,10 @@ struct ConvertArgs {
     damp: f64,
     /// Shrink a full Σ towards its diagonal: solve with (1−X)·Σ + X·diag(Σ), X in 0..1
     /// (0 = the full Gram, 1 = the imatrix problem). Reported errors use the original Σ.
-    #[arg(long, value_name = "X", default_value_t = 0.0)]
-    shrink: f64,
+    /// Default: 0.5 when the plan has QE tensors (on SmolLM2 QE4_0 it cut the KLD from 0.218
+    /// to 0.170; 0.8 gave 0.181), 0 otherwise (not yet measured for the standard types).
+    #[arg(long, value_name = "X")]
+    shrink: Option<f64>,
     /// GPTQ visits columns by decreasing Σ_jj.
     #[arg(long)]
     act_order: bool,
@@ -502,15 +504,16 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     if !non_negative(a.damp) || !non_negative(a.tol) {
         bail!("--damp and --tol must be finite and non-negative");
     }
-    if !(0.0..=1.0).contains(&a.shrink) {
-        bail!("--shrink must be between 0 and 1, not {}", a.shrink);
+    let shrink = a.shrink.unwrap_or(if n_qe > 0 { 0.5 } else { 0.0 });
+    if !(0.0..=1.0).contains(&shrink) {
+        bail!("--shrink must be between 0 and 1, not {shrink}");
     }
     let solve = SolveOptions {
         iters: a.iters,
         tol: a.tol,
         damp: a.damp,
         act_order: a.act_order,
-        shrink: a.shrink,
+        shrink,
         ..SolveOptions::default()
     };
     let settings = ConvertSettings {
@@ -530,7 +533,7 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
             "iters": a.iters,
             "tol": a.tol,
             "damp": a.damp,
-            "shrink": a.shrink,
+            "shrink": shrink,
             "summary": &summary,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
