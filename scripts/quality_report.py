@@ -82,7 +82,7 @@ def main():
         ax.errorbar([x["MiB"] for x in pts], [x["mean_KLD"] for x in pts],
                     yerr=[x["KLD_err"] for x in pts], fmt="o", label=method, capsize=3)
         for x in pts:
-            ax.annotate(x["type"], (x["MiB"], x["mean_KLD"]), fontsize=7,
+            ax.annotate(x["type"], (x["MiB"], x["mean_KLD"]), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
     if model == "smollm2" and any(x["type"].startswith("QE") for x in rows):
         # The QE target: at most 70 MB (10^6 bytes) with a KLD below llama.cpp's Q2_K + imatrix.
@@ -93,7 +93,7 @@ def main():
     ax.set_yscale("log")
     ax.set_title(f"{model}: size vs KL divergence")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(os.path.join(results, "size_vs_kld.png"), dpi=120)
     print(open(os.path.join(results, "results.md")).read())
