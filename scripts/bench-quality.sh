@@ -18,6 +18,8 @@
 #   4. evaluate each file against the reference on wiki.dev.raw (`perplexity --base ref --json`),
 #      --chunks × 512 tokens (default 32 chunks = 8160 scored tokens: about 2–4 min per file for
 #      SmolLM2 on 2 busy cores; the whole text is ≈ 300 chunks, pass --chunks 0 for all of it).
+# Env: QUANTEASE_METHODS (default "gptq quantease") - the full-Gram methods to run;
+#      QUANTEASE_MAX_MEMORY - `calibrate --max-memory` for the Gram (default: half of MemAvailable).
 # Output: results/<MODEL>/results.md, results.csv, size_vs_kld.png; big files stay in the cache
 # ($QUANTEASE_CACHE/quality/<MODEL>, default <repo>/cache).
 set -euo pipefail
@@ -78,7 +80,7 @@ timed "imatrix-$calib_chunks.gguf" calibrate imatrix "$bin" calibrate "$ref" --t
 sink=$("$bin" calibrate --help | grep -e '--sink-weight' | sed -n 's/.*\[default: \([0-9.]*\)\].*/\1/p')
 gram=$work/calib-$calib_chunks-sw$sink.gram.gguf
 timed "calib-$calib_chunks-sw$sink.gram.gguf" calibrate gram "$bin" calibrate "$ref" --text "$calib_text" \
-    -o "$gram" --chunks "$calib_chunks" --quiet
+    -o "$gram" --chunks "$calib_chunks" ${QUANTEASE_MAX_MEMORY:+--max-memory "$QUANTEASE_MAX_MEMORY"} --quiet
 
 solver=no
 "$bin" convert --help | grep -q -- '--method' && solver=yes
@@ -88,7 +90,7 @@ for ty in $types; do
     timed "ours-$ty.gguf" ours+imatrix "$ty" \
         "$bin" convert "$ref" "$work/ours-$ty.gguf" --type "$ty" --imatrix "$imatrix" --quiet
     if [ $solver = yes ]; then
-        for m in gptq quantease; do
+        for m in ${QUANTEASE_METHODS:-gptq quantease}; do
             timed "$m-$ty.gguf" "$m+gram" "$ty" \
                 "$bin" convert "$ref" "$work/$m-$ty.gguf" --type "$ty" --method "$m" --gram "$gram" --quiet
         done

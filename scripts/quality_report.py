@@ -34,6 +34,7 @@ def main():
             "method": method,
             "type": ty,
             "MiB": i["file_bytes"] / 1048576,
+            "MB": i["file_bytes"] / 1e6,
             "bpw": i["total"]["bpw"],
             "PPL": r["ppl"]["value"],
             "PPL_err": r["ppl"]["uncertainty"],
@@ -47,7 +48,7 @@ def main():
             "scored": r["n_scored"],
         })
     rows.sort(key=lambda x: (x["type"], x["method"]))
-    cols = ["file", "method", "type", "MiB", "bpw", "PPL", "PPL_ratio", "mean_KLD", "same_top_pct",
+    cols = ["file", "method", "type", "MiB", "MB", "bpw", "PPL", "PPL_ratio", "mean_KLD", "same_top_pct",
             "seconds"]
     with open(os.path.join(results, "results.csv"), "w", newline="") as f:
         w = csv.writer(f)
@@ -67,10 +68,11 @@ def main():
                 + ". llama.cpp and `ours` use the plain imatrix (as llama-imatrix computes it); "
                 "`gptq`/`quantease` use the Gram file (first token of each chunk weighted, "
                 "docs/CALIBRATION.md).\n\n")
-        f.write("| file | method | type | MiB | bpw | PPL | PPL ratio | mean KLD | same top % | time per step (s) |\n")
-        f.write("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+        f.write("MiB = 2^20 bytes, MB = 10^6 bytes (file sizes).\n\n")
+        f.write("| file | method | type | MiB | MB | bpw | PPL | PPL ratio | mean KLD | same top % | time per step (s) |\n")
+        f.write("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
         for x in rows:
-            f.write(f"| {x['file']} | {x['method']} | {x['type']} | {x['MiB']:.2f} | {x['bpw']:.3f} | "
+            f.write(f"| {x['file']} | {x['method']} | {x['type']} | {x['MiB']:.2f} | {x['MB']:.2f} | {x['bpw']:.3f} | "
                     f"{x['PPL']:.3f} ± {x['PPL_err']:.3f} | {x['PPL_ratio']:.4f} | "
                     f"{x['mean_KLD']:.4f} ± {x['KLD_err']:.4f} | {x['same_top_pct']:.1f} | {x['seconds']:.1f} |\n")
         f.write("\n![size vs KLD](size_vs_kld.png)\n")
@@ -83,14 +85,18 @@ def main():
         ax.errorbar([x["MiB"] for x in pts], [x["mean_KLD"] for x in pts],
                     yerr=[x["KLD_err"] for x in pts], fmt="o", label=method, capsize=3)
         for x in pts:
-            ax.annotate(x["type"], (x["MiB"], x["mean_KLD"]), fontsize=7,
+            ax.annotate(x["type"], (x["MiB"], x["mean_KLD"]), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
+    if model == "smollm2" and any(x["type"].startswith("QE") for x in rows):
+        # The QE target: at most 70 MB (10^6 bytes) with a KLD below llama.cpp's Q2_K + imatrix.
+        ax.axvline(70e6 / 1048576, color="gray", linestyle="--", linewidth=0.8)
+        ax.axhline(0.2730, color="gray", linestyle=":", linewidth=0.8)
     ax.set_xlabel("file size (MiB)")
     ax.set_ylabel("mean KLD vs reference")
     ax.set_yscale("log")
     ax.set_title(f"{model}: size vs KL divergence")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(os.path.join(results, "size_vs_kld.png"), dpi=120)
     print(open(os.path.join(results, "results.md")).read())

@@ -119,6 +119,10 @@ pub struct TensorReport {
     pub gptq_rel_error: Option<f64>,
     /// CD sweeps (the largest over the tensor's row batches).
     pub sweeps: usize,
+    /// Outliers stored (QE types: entries used in the rows' outlier pools), 0 otherwise.
+    pub outliers: usize,
+    /// `outliers` as a fraction of the tensor's weights.
+    pub outlier_fraction: f64,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -148,6 +152,7 @@ pub fn output_metadata(
     method: &str,
     source_path: &Path,
     imatrix: Option<&Imatrix>,
+    has_qe: bool,
 ) -> Vec<(String, MetaValue)> {
     let mut md: Vec<(String, MetaValue)> = source
         .iter()
@@ -168,6 +173,9 @@ pub fn output_metadata(
         MetaValue::string(env!("CARGO_PKG_VERSION")),
     );
     set("quantease.method", MetaValue::string(method));
+    if has_qe {
+        set("quantease.format_version", MetaValue::U32(1));
+    }
     set("quantease.mix", MetaValue::string(mix.name()));
     let file_name = |p: &Path| {
         p.file_name()
@@ -207,6 +215,8 @@ pub fn convert(
         settings.method.name(),
         source.path(),
         settings.imatrix,
+        plan.iter()
+            .any(|p| crate::plan::qe_params(p.target_type).is_some()),
     );
     let infos: Vec<TensorPlan> = plan
         .iter()
@@ -383,6 +393,7 @@ fn solve_tensor(
     let (mut obj, mut rtn, mut gptq, mut base) = (0f64, 0f64, 0f64, 0f64);
     let mut has_gptq = true;
     let mut sweeps = 0;
+    let mut n_outliers = 0;
     let mut init = Method::Rtn;
     let mut first = 0;
     while first < n_rows {
@@ -414,6 +425,7 @@ fn solve_tensor(
             None => has_gptq = false,
         }
         sweeps = sweeps.max(sol.sweeps);
+        n_outliers += sol.outliers;
         if sol.init == Method::Gptq {
             init = Method::Gptq;
         }
@@ -433,6 +445,8 @@ fn solve_tensor(
         rtn_rel_error: rel(rtn),
         gptq_rel_error: has_gptq.then(|| rel(gptq)),
         sweeps,
+        outliers: n_outliers,
+        outlier_fraction: n_outliers as f64 / (n_rows * width).max(1) as f64,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

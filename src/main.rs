@@ -26,10 +26,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Quantise a model (any GGUF, or Hugging Face safetensors) into a GGUF of the chosen type or mix.
-    Convert(ConvertArgs),
+    Convert(Box<ConvertArgs>),
     /// Show a GGUF file's metadata, tensor table and totals.
     Inspect(InspectArgs),
-    /// Decode every quantised tensor to a float type, giving a file any runtime loads.
+    /// Decode every quantised tensor (standard ggml or QE types) to a float type, giving a file
+    /// any runtime loads.
     Dequantize(DequantizeArgs),
     /// Perplexity of a model on a text, and with --base its KL divergence from a reference model
     /// (as `llama-perplexity --kl-divergence` measures them). Needs the `llama` feature.
@@ -116,8 +117,14 @@ struct LlamaQuantizeArgs {
 
 #[derive(Args)]
 struct PerplexityArgs {
-    /// Model to evaluate (GGUF that llama.cpp loads).
+    /// Model to evaluate (GGUF). A file with QE tensors, which llama.cpp cannot load, is
+    /// dequantised to a temporary F16 GGUF in --tmp-dir first (the same bytes `dequantize --type
+    /// F16` writes), evaluated, and deleted; the numbers are those of that F16 file.
     model: PathBuf,
+    /// Directory for the temporary F16 file of a QE model (default: the system temp dir,
+    /// $TMPDIR). Needs room for the model at 16 bits per weight.
+    #[arg(long, value_name = "DIR")]
+    tmp_dir: Option<PathBuf>,
     /// Evaluation text (UTF-8), e.g. wiki.dev.raw.
     #[arg(long, value_name = "FILE")]
     text: PathBuf,
@@ -174,15 +181,37 @@ struct ConvertArgs {
     /// Target type or mix, as llama-quantize names them: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S,
     /// Q3_K_S, Q3_K_M (or Q3_K), Q3_K_L, Q4_K_S, Q4_K_M (or Q4_K), Q5_K_S, Q5_K_M (or Q5_K), Q6_K,
     /// IQ4_NL, IQ4_XS, F16, BF16, F32. Mixes give sensitive tensors (attn_v, ffn_down, output) more
-    /// bits exactly as llama-quantize does.
-    #[arg(long = "type", value_name = "TYPE", conflicts_with = "bits")]
+    /// bits exactly as llama-quantize does. Or a QE type for every matrix: QE{2,3,4}_{0,1,2}
+    /// (bits _ outlier-pool bytes per 32 weights; QE2 = QE2_1, QE3 = QE3_1, QE4 = QE4_1), with
+    /// output.weight (or the tied token_embd.weight) in QE4 — as `--format qe --bits N`.
+    #[arg(long = "type", value_name = "TYPE", conflicts_with_all = ["bits", "format"])]
     ty: Option<String>,
-    /// Bits per weight, mapped to a default mix: 2 → Q2_K, 3 → Q3_K_M, 4 → Q4_K_M, 5 → Q5_K_M,
-    /// 6 → Q6_K, 8 → Q8_0, 16 → F16.
+    /// Bits per weight. With --format ggml (default) a standard mix: 2 → Q2_K, 3 → Q3_K_M,
+    /// 4 → Q4_K_M, 5 → Q5_K_M, 6 → Q6_K, 8 → Q8_0, 16 → F16. With --format qe: 2, 3 or 4 →
+    /// QE{N}_1 for every matrix (pool from --outliers), output.weight / tied token_embd in QE4.
     #[arg(long, value_name = "N")]
     bits: Option<u32>,
+    /// Family of the --bits mix: `ggml` (standard llama.cpp types, loadable everywhere) or `qe`
+    /// (the QE formats: 2/3/4-bit codes on 32-weight blocks with an f16 scale plus a per-row
+    /// outlier table; any width that is a multiple of 32; stock llama.cpp cannot load them —
+    /// use `dequantize` for a file it loads, or the kernels in formats/ for a runtime that
+    /// links them). Metadata `quantease.format_version` = 1 marks files with QE tensors.
+    #[arg(long, value_name = "FAMILY", value_parser = ["ggml", "qe"], requires = "bits")]
+    format: Option<String>,
+    /// Fraction of each row's weights stored as full-precision (f16) outliers in QE tensors, as
+    /// a number or a percentage (`0.0078`, `0.78%`). Picks the smallest outlier pool that holds
+    /// it: 0 → pool 0 (QE*_0), up to 0.78125 % → pool 1 (QE*_1), up to 1.5625 % → pool 2
+    /// (QE*_2); more is an error. Sets the pool of every QE tensor; the solver may fill the pool's
+    /// whole capacity (its bytes are stored anyway) and leaves a slot unused only when an outlier
+    /// there would not lower the error. Default: the pool of the type (1 for QE2/3/4).
+    #[arg(long, value_name = "FRACTION", allow_hyphen_values = true)]
+    outliers: Option<String>,
+    /// Per-tensor outlier fraction for QE tensors whose name matches REGEX (first match wins,
+    /// before --outliers), e.g. `--outliers-tensor 'ffn_down=1.56%'`. Repeatable.
+    #[arg(long = "outliers-tensor", value_name = "REGEX=FRACTION")]
+    outliers_tensor: Vec<String>,
     /// Override the type of tensors whose name matches REGEX (first matching pattern wins; e.g.
-    /// `--tensor-type 'ffn_down=Q6_K'`). Repeatable.
+    /// `--tensor-type 'ffn_down=Q6_K'`, `--tensor-type 'attn_=QE4'`). Repeatable.
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
     tensor_type: Vec<String>,
     /// Type of output.weight (and of token_embd.weight when the two are tied).
@@ -218,6 +247,12 @@ struct ConvertArgs {
     /// Damping with a full Σ: add X·mean(diag Σ) to the diagonal (GPTQ-style).
     #[arg(long, value_name = "X", default_value_t = SolveOptions::default().damp)]
     damp: f64,
+    /// Shrink a full Σ towards its diagonal: solve with (1−X)·Σ + X·diag(Σ), X in 0..1
+    /// (0 = the full Gram, 1 = the imatrix problem). Reported errors use the original Σ.
+    /// Default: 0.5 when the plan has QE tensors (on SmolLM2 QE4_0 it cut the KLD from 0.218
+    /// to 0.170; 0.8 gave 0.181), 0 otherwise (not yet measured for the standard types).
+    #[arg(long, value_name = "X")]
+    shrink: Option<f64>,
     /// GPTQ visits columns by decreasing Σ_jj.
     #[arg(long)]
     act_order: bool,
@@ -246,6 +281,10 @@ struct InspectArgs {
 }
 
 fn parse_type(s: &str, flag: &str) -> Result<GgmlType> {
+    if let Some(Mix::Qe { bits, pool }) = Mix::from_name(s) {
+        return plan::qe_type(bits, pool)
+            .with_context(|| format!("{flag}: type {s} is not known to the formats crate"));
+    }
     match GgmlType::from_name(s) {
         Some(t) if quantease_gguf::formats::can_quantize(t) => Ok(t),
         Some(t) => bail!("{flag}: type {t} cannot be produced by this tool"),
@@ -266,15 +305,42 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// Parse an outlier fraction (`0.0078` or `0.78%`) into the pool that holds it.
+fn parse_outliers(s: &str, flag: &str) -> Result<u8> {
+    let t = s.trim();
+    let value = match t.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "{flag} '{s}': expected a fraction such as 0.0078 or a percentage such as 0.78%"
+        )
+    })?;
+    plan::pool_for_fraction(value).with_context(|| {
+        format!(
+            "{flag} '{s}': the outlier fraction must be between 0 and 1.5625 % (0.015625) of a row's weights — pool 1 holds up to 0.78125 %, pool 2 up to 1.5625 %"
+        )
+    })
+}
+
 fn plan_options(a: &ConvertArgs, has_imatrix: bool) -> Result<PlanOptions> {
+    let qe = a.format.as_deref() == Some("qe");
     let mix = match (&a.ty, a.bits) {
         (Some(t), None) => Mix::from_name(t).with_context(|| {
             let names: Vec<_> = Mix::ALL.iter().map(|m| m.name()).collect();
             format!(
-                "--type: unknown type or mix '{t}' (known: {})",
+                "--type: unknown type or mix '{t}' (known: {}, QE2, QE3, QE4, QE2_0 … QE4_2)",
                 names.join(", ")
             )
         })?,
+        (None, Some(b)) if qe => match b {
+            2..=4 => Mix::Qe {
+                bits: b as u8,
+                pool: 1,
+            },
+            _ => bail!("--format qe: --bits must be 2, 3 or 4, not {b}"),
+        },
         (None, Some(b)) => Mix::from_bits(b)
             .with_context(|| format!("--bits: no mix for {b} bits (use 2, 3, 4, 5, 6, 8 or 16)"))?,
         (None, None) => bail!("give --type TYPE or --bits N"),
@@ -289,7 +355,23 @@ fn plan_options(a: &ConvertArgs, has_imatrix: bool) -> Result<PlanOptions> {
             .with_context(|| format!("--tensor-type '{spec}': bad regular expression"))?;
         tensor_types.push((re, parse_type(ty, "--tensor-type")?));
     }
+    let outlier_pool = a
+        .outliers
+        .as_deref()
+        .map(|s| parse_outliers(s, "--outliers"))
+        .transpose()?;
+    let mut outlier_tensors = Vec::new();
+    for spec in &a.outliers_tensor {
+        let (re, f) = spec
+            .rsplit_once('=')
+            .with_context(|| format!("--outliers-tensor '{spec}': expected REGEX=FRACTION"))?;
+        let re = Regex::new(re)
+            .with_context(|| format!("--outliers-tensor '{spec}': bad regular expression"))?;
+        outlier_tensors.push((re, parse_outliers(f, "--outliers-tensor")?));
+    }
     Ok(PlanOptions {
+        outlier_pool,
+        outlier_tensors,
         mix,
         tensor_types,
         output_tensor_type: a
@@ -360,7 +442,7 @@ fn print_totals(plan: &[PlannedTensor], mix: Mix) {
     );
     if t.n_fallback > 0 {
         eprintln!(
-            "note: {} tensor(s) fell back to another type because their width is not a multiple of the block size (see the `note` column of --dry-run)",
+            "note: {} tensor(s) fell back to another type because their width is not a multiple of the block size (see the `note` column of --dry-run); `--format qe --bits N` stores any width that is a multiple of 32 without fallbacks",
             t.n_fallback
         );
     }
@@ -401,6 +483,13 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     let shapes: Vec<TensorShape> = source.tensors().iter().map(TensorShape::from).collect();
     let planned = plan::plan(&shapes, &facts, &opts)
         .with_context(|| format!("planning {}", a.input.display()))?;
+    let n_qe = planned
+        .iter()
+        .filter(|p| plan::qe_params(p.target_type).is_some())
+        .count();
+    if n_qe == 0 && (a.outliers.is_some() || !a.outliers_tensor.is_empty()) {
+        bail!("--outliers and --outliers-tensor apply to QE tensors only: use --format qe --bits N, a QE --type, or --tensor-type REGEX=QE3");
+    }
     if a.dry_run {
         print_plan(&planned);
         print_totals(&planned, opts.mix);
@@ -421,11 +510,16 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
     if !non_negative(a.damp) || !non_negative(a.tol) {
         bail!("--damp and --tol must be finite and non-negative");
     }
+    let shrink = a.shrink.unwrap_or(if n_qe > 0 { 0.5 } else { 0.0 });
+    if !(0.0..=1.0).contains(&shrink) {
+        bail!("--shrink must be between 0 and 1, not {shrink}");
+    }
     let solve = SolveOptions {
         iters: a.iters,
         tol: a.tol,
         damp: a.damp,
         act_order: a.act_order,
+        shrink,
         ..SolveOptions::default()
     };
     let settings = ConvertSettings {
@@ -445,6 +539,7 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
             "iters": a.iters,
             "tol": a.tol,
             "damp": a.damp,
+            "shrink": shrink,
             "summary": &summary,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
@@ -472,45 +567,58 @@ fn print_solver_table(summary: &ConvertSummary) {
     if summary.tensors.is_empty() {
         return;
     }
-    let mut by_type: std::collections::BTreeMap<&str, (usize, f64, f64, f64, usize)> =
-        Default::default();
+    #[derive(Default)]
+    struct Acc {
+        n: usize,
+        rel: f64,
+        rtn: f64,
+        secs: f64,
+        sweeps: usize,
+        outliers: f64,
+    }
+    let mut by_type: std::collections::BTreeMap<&str, Acc> = Default::default();
     for t in &summary.tensors {
         let e = by_type.entry(&t.ty).or_default();
-        e.0 += 1;
-        e.1 += t.rel_error;
-        e.2 += t.rtn_rel_error;
-        e.3 += t.seconds;
-        e.4 += t.sweeps;
+        e.n += 1;
+        e.rel += t.rel_error;
+        e.rtn += t.rtn_rel_error;
+        e.secs += t.seconds;
+        e.sweeps += t.sweeps;
+        e.outliers += t.outlier_fraction;
     }
     eprintln!(
-        "{:<8} {:>7} {:>14} {:>14} {:>8} {:>9} {:>8}",
-        "type", "tensors", "rel error", "RTN rel error", "ratio", "sweeps", "time s"
+        "{:<8} {:>7} {:>14} {:>14} {:>8} {:>9} {:>10} {:>8}",
+        "type", "tensors", "rel error", "RTN rel error", "ratio", "sweeps", "outliers", "time s"
     );
-    for (ty, (n, rel, rtn, secs, sweeps)) in by_type {
-        let nf = n as f64;
+    for (ty, a) in by_type {
+        let nf = a.n as f64;
         eprintln!(
-            "{:<8} {:>7} {:>14.4e} {:>14.4e} {:>8.3} {:>9.1} {:>8.1}",
+            "{:<8} {:>7} {:>14.4e} {:>14.4e} {:>8.3} {:>9.1} {:>9.3}% {:>8.1}",
             ty,
-            n,
-            rel / nf,
-            rtn / nf,
-            if rtn > 0.0 { rel / rtn } else { 1.0 },
-            sweeps as f64 / nf,
-            secs
+            a.n,
+            a.rel / nf,
+            a.rtn / nf,
+            if a.rtn > 0.0 { a.rel / a.rtn } else { 1.0 },
+            a.sweeps as f64 / nf,
+            100.0 * a.outliers / nf,
+            a.secs
         );
     }
 }
 
-fn run_dequantize(a: DequantizeArgs) -> Result<()> {
-    set_threads(a.threads)?;
-    let (float, mix) = match a.ty.to_ascii_uppercase().as_str() {
-        "F32" => (GgmlType::F32, Mix::F32),
-        "F16" => (GgmlType::F16, Mix::F16),
-        "BF16" => (GgmlType::BF16, Mix::BF16),
-        other => bail!("--type: dequantize writes F32, F16 or BF16, not '{other}'"),
+/// Decode every quantised tensor of `input` (standard or QE types) to `float`.
+fn dequantize_file(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    float: GgmlType,
+    quiet: bool,
+) -> Result<ConvertSummary> {
+    let mix = match float {
+        GgmlType::F32 => Mix::F32,
+        GgmlType::BF16 => Mix::BF16,
+        _ => Mix::F16,
     };
-    let source =
-        GgufSource::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let source = GgufSource::open(input).with_context(|| format!("reading {}", input.display()))?;
     let shapes: Vec<TensorShape> = source.tensors().iter().map(TensorShape::from).collect();
     let planned = plan::dequantize_plan(&shapes, float);
     let settings = ConvertSettings {
@@ -519,9 +627,20 @@ fn run_dequantize(a: DequantizeArgs) -> Result<()> {
         gram: None,
         method: Method::Rtn,
         solve: SolveOptions::default(),
-        quiet: a.quiet,
+        quiet,
     };
-    let summary = convert(&source, &a.output, &planned, &settings)?;
+    Ok(convert(&source, output, &planned, &settings)?)
+}
+
+fn run_dequantize(a: DequantizeArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let float = match a.ty.to_ascii_uppercase().as_str() {
+        "F32" => GgmlType::F32,
+        "F16" => GgmlType::F16,
+        "BF16" => GgmlType::BF16,
+        other => bail!("--type: dequantize writes F32, F16 or BF16, not '{other}'"),
+    };
+    let summary = dequantize_file(&a.input, &a.output, float, a.quiet)?;
     if !a.quiet {
         eprintln!(
             "wrote {}: {:.2} MiB in {:.1} s",
@@ -546,12 +665,73 @@ fn run_inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// A file deleted when dropped.
+#[cfg(feature = "llama")]
+struct TempFile(PathBuf);
+
+#[cfg(feature = "llama")]
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `path` itself if llama.cpp can load it; if it holds QE tensors, a temporary F16
+/// dequantisation of it in `tmp_dir` (exactly what `dequantize --type F16` writes), deleted when
+/// the returned guard is dropped.
+#[cfg(feature = "llama")]
+fn loadable_model(
+    path: &std::path::Path,
+    tmp_dir: &std::path::Path,
+    quiet: bool,
+) -> Result<(PathBuf, Option<TempFile>)> {
+    let file = GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let n_qe = file
+        .header()
+        .tensors
+        .iter()
+        .filter(|t| plan::qe_params(t.ty).is_some())
+        .count();
+    drop(file);
+    if n_qe == 0 {
+        return Ok((path.to_path_buf(), None));
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = tmp_dir.join(format!(
+        "quantease-perplexity-{}-{stem}.F16.gguf",
+        std::process::id()
+    ));
+    if !quiet {
+        eprintln!(
+            "{}: {n_qe} QE tensor(s), which llama.cpp cannot load: evaluating its F16 dequantisation {} (deleted afterwards)",
+            path.display(),
+            out.display()
+        );
+    }
+    let guard = TempFile(out.clone());
+    dequantize_file(path, &out, GgmlType::F16, true)
+        .with_context(|| format!("dequantizing {} for llama.cpp", path.display()))?;
+    Ok((out, Some(guard)))
+}
+
 #[cfg(feature = "llama")]
 fn run_perplexity(a: PerplexityArgs) -> Result<()> {
     use quantease_gguf::eval::{evaluate, EvalOptions};
     if a.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
+    let tmp_dir = a.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let (model, _model_tmp) = loadable_model(&a.model, &tmp_dir, a.json)?;
+    let (base, _base_tmp) = match &a.base {
+        Some(b) => {
+            let (p, g) = loadable_model(b, &tmp_dir, a.json)?;
+            (Some(p), g)
+        }
+        None => (None, None),
+    };
     let text = std::fs::read_to_string(&a.text)
         .with_context(|| format!("reading text {}", a.text.display()))?;
     let opts = EvalOptions {
@@ -560,7 +740,7 @@ fn run_perplexity(a: PerplexityArgs) -> Result<()> {
         n_threads: a.threads.unwrap_or(0),
         progress: a.progress,
     };
-    let report = evaluate(&a.model, a.base.as_deref(), &text, opts)
+    let report = evaluate(&model, base.as_deref(), &text, opts)
         .with_context(|| format!("evaluating {}", a.model.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -707,7 +887,7 @@ fn run_perplexity(_: PerplexityArgs) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Convert(a) => run_convert(a),
+        Command::Convert(a) => run_convert(*a),
         Command::Inspect(a) => run_inspect(a),
         Command::Dequantize(a) => run_dequantize(a),
         Command::Perplexity(a) => run_perplexity(a),

@@ -67,6 +67,52 @@ pub enum Mix {
     IQ4_NL,
     /// IQ4_XS.
     IQ4_XS,
+    /// A QE format for every matrix (`QE{bits}_{pool}`), a higher-precision output matrix
+    /// (see [`qe_output_type`]); not loadable by stock llama.cpp.
+    Qe {
+        /// Code bits (2, 3, 4).
+        bits: u8,
+        /// Outlier-pool bytes per 32-weight block (0, 1, 2).
+        pool: u8,
+    },
+}
+
+/// The GGUF type `QE{bits}_{pool}` (ids 200 + 3·(bits−2) + pool), if the formats crate knows it.
+pub fn qe_type(bits: u8, pool: u8) -> Option<GgmlType> {
+    quantease_formats::qe::QeFormat::new(bits, pool).and_then(|f| f.to_type())
+}
+
+/// `(bits, pool)` of a QE type, `None` for other types.
+pub fn qe_params(ty: GgmlType) -> Option<(u8, u8)> {
+    quantease_formats::qe::QeFormat::from_type(ty).map(|f| (f.bits, f.pool))
+}
+
+/// The outlier pool (bytes per 32-weight block) needed for a fraction of outliers per row:
+/// the smallest pool whose capacity (pool 1: one per 128 weights = 0.78125 %, pool 2: one per 64
+/// = 1.5625 %) is at least `fraction`. `None` if the fraction is negative, not finite, or above
+/// 1.5625 %.
+pub fn pool_for_fraction(fraction: f64) -> Option<u8> {
+    if !fraction.is_finite() || fraction < 0.0 {
+        None
+    } else if fraction == 0.0 {
+        Some(0)
+    } else if fraction <= 1.0 / 128.0 + 1e-12 {
+        Some(1)
+    } else if fraction <= 1.0 / 64.0 + 1e-12 {
+        Some(2)
+    } else {
+        None
+    }
+}
+
+/// The type of `output.weight` (or of `token_embd.weight` when tied) in a QE mix: QE4 with the
+/// mix's pool. The output matrix is the most sensitive one (llama.cpp gives it Q6_K, or Q8_0
+/// where the width cannot hold Q6_K, in every k-quant mix); QE4 is the most precise QE type and
+/// keeps the file small (Q8_0 would add 13 MB on SmolLM2-135M, whose tied embedding is a fifth
+/// of the weights). `--output-tensor-type` overrides it (measurements in
+/// results/smollm2/qe-sweep.md).
+pub fn qe_output_type(_bits: u8, pool: u8) -> Option<GgmlType> {
+    qe_type(4, pool)
 }
 
 impl Mix {
@@ -117,6 +163,12 @@ impl Mix {
             Mix::Q6_K => "Q6_K",
             Mix::IQ4_NL => "IQ4_NL",
             Mix::IQ4_XS => "IQ4_XS",
+            Mix::Qe { bits, pool } => {
+                const NAMES: [&str; 9] = [
+                    "QE2_0", "QE2_1", "QE2_2", "QE3_0", "QE3_1", "QE3_2", "QE4_0", "QE4_1", "QE4_2",
+                ];
+                NAMES[(3 * (bits.clamp(2, 4) - 2) + pool.min(2)) as usize]
+            }
         }
     }
 
@@ -128,8 +180,25 @@ impl Mix {
             "Q3_K" => "Q3_K_M",
             "Q4_K" => "Q4_K_M",
             "Q5_K" => "Q5_K_M",
+            "QE2" => "QE2_1",
+            "QE3" => "QE3_1",
+            "QE4" => "QE4_1",
             other => other,
         };
+        if let Some(rest) = alias.strip_prefix("QE") {
+            let b = rest.as_bytes();
+            if b.len() == 3
+                && b[1] == b'_'
+                && (b'2'..=b'4').contains(&b[0])
+                && (b'0'..=b'2').contains(&b[2])
+            {
+                return Some(Mix::Qe {
+                    bits: b[0] - b'0',
+                    pool: b[2] - b'0',
+                });
+            }
+            return None;
+        }
         Mix::ALL.iter().copied().find(|m| m.name() == alias)
     }
 
@@ -171,6 +240,11 @@ impl Mix {
             Mix::IQ4_NL => 25,
             Mix::IQ4_XS => 30,
             Mix::BF16 => 32,
+            // No llama_ftype exists for QE files: the code of the standard mix `--bits N` gives
+            // for the same N (Q2_K, Q3_K_M, Q4_K_M); the QE types themselves say what is inside.
+            Mix::Qe { bits: 2, .. } => 10,
+            Mix::Qe { bits: 3, .. } => 12,
+            Mix::Qe { .. } => 15,
         }
     }
 
@@ -193,7 +267,13 @@ impl Mix {
             Mix::Q6_K => T::Q6_K,
             Mix::IQ4_NL => T::IQ4_NL,
             Mix::IQ4_XS => T::IQ4_XS,
+            Mix::Qe { bits, pool } => qe_type(bits, pool).unwrap_or(T::F16),
         }
+    }
+
+    /// True for the QE mixes.
+    pub fn is_qe(self) -> bool {
+        matches!(self, Mix::Qe { .. })
     }
 }
 
@@ -239,6 +319,10 @@ pub struct PlanOptions {
     pub pure: bool,
     /// An importance matrix is given (some rules depend on it).
     pub has_imatrix: bool,
+    /// `--outliers`: the outlier pool of every QE tensor (overrides the pool of its type).
+    pub outlier_pool: Option<u8>,
+    /// `--outliers-tensor REGEX=FRACTION` as pools, first match wins (before `outlier_pool`).
+    pub outlier_tensors: Vec<(Regex, u8)>,
 }
 
 /// A tensor as the planner sees it.
@@ -503,6 +587,9 @@ fn mix_rule(
         if let Some(o) = opts.output_tensor_type {
             return o;
         }
+        if let M::Qe { bits, pool } = mix {
+            return qe_output_type(bits, pool).unwrap_or(t);
+        }
         if falcon || !width.is_multiple_of(t.block_size() as u64) {
             return T::Q8_0;
         }
@@ -513,6 +600,10 @@ fn mix_rule(
     }
     if cat == Category::TokenEmbd {
         return opts.token_embedding_type.unwrap_or(t);
+    }
+    if mix.is_qe() {
+        // One QE type for every other matrix; per-tensor choices via --tensor-type.
+        return t;
     }
     let n_layer = c.n_ffn;
     if is_attn_v_like(cat) {
@@ -701,6 +792,19 @@ pub fn plan(
             why = format!("mix {}", opts.mix);
             default_type
         };
+        let chosen = match qe_params(chosen) {
+            Some((bits, pool)) => {
+                let pool = opts
+                    .outlier_tensors
+                    .iter()
+                    .find(|(re, _)| re.is_match(&t.name))
+                    .map(|(_, p)| *p)
+                    .or(opts.outlier_pool)
+                    .unwrap_or(pool);
+                qe_type(bits, pool).unwrap_or(chosen)
+            }
+            None => chosen,
+        };
         if !quantease_formats::can_quantize(chosen) {
             return Err(PlanError::UnsupportedTarget {
                 tensor: t.name.clone(),
@@ -876,6 +980,8 @@ mod tests {
 
     fn opts(mix: Mix) -> PlanOptions {
         PlanOptions {
+            outlier_pool: None,
+            outlier_tensors: Vec::new(),
             mix,
             tensor_types: vec![],
             output_tensor_type: None,

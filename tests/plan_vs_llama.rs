@@ -45,6 +45,8 @@ fn plan_matches_llama_quantize_tensor_for_tensor() {
         llama_quantize(&model, &out, mix.name(), None, 2).unwrap_or_else(|e| panic!("{mix}: {e}"));
         let theirs = GgufFile::open(&out).unwrap();
         let opts = PlanOptions {
+            outlier_pool: None,
+            outlier_tensors: Vec::new(),
             mix,
             tensor_types: vec![],
             output_tensor_type: None,

@@ -37,6 +37,11 @@ pub(crate) struct Chunk {
     pub codes: Vec<u8>,
     /// Scales per (row, super-block).
     pub params: Vec<Params>,
+    /// The rows' own target `W − H` (rows×p) when the grid has an outlier pool; `None` means
+    /// the target is `W` itself (`ctx.w`).
+    pub tgt: Option<Vec<f32>>,
+    /// Outliers per row: `(column, h)` sorted by column, `h` an f16 value (QE grids only).
+    pub outl: Vec<Vec<(u32, f32)>>,
 }
 
 /// Shared read-only context.
@@ -59,6 +64,19 @@ impl Chunk {
         params: Vec<Params>,
         codes: Vec<u8>,
     ) -> Chunk {
+        Chunk::with_outliers(ctx, r0, rows, params, codes, Vec::new())
+    }
+
+    /// State from scales, codes and outliers (`outl` empty, or one list per row); the target is
+    /// `W − H` when there are outliers.
+    pub(crate) fn with_outliers(
+        ctx: &Ctx<'_>,
+        r0: usize,
+        rows: usize,
+        params: Vec<Params>,
+        codes: Vec<u8>,
+        outl: Vec<Vec<(u32, f32)>>,
+    ) -> Chunk {
         let p = ctx.p;
         let spec = ctx.spec;
         let nsb = p / spec.len;
@@ -71,7 +89,17 @@ impl Chunk {
             }
         }
         let w = &ctx.w[r0 * p..(r0 + rows) * p];
-        let e = w.iter().zip(&what).map(|(&x, &y)| x - y).collect();
+        let tgt = (!outl.is_empty()).then(|| {
+            let mut t = w.to_vec();
+            for (r, list) in outl.iter().enumerate() {
+                for &(j, h) in list {
+                    t[r * p + j as usize] -= h;
+                }
+            }
+            t
+        });
+        let t = tgt.as_deref().unwrap_or(w);
+        let e = t.iter().zip(&what).map(|(&x, &y)| x - y).collect();
         Chunk {
             r0,
             rows,
@@ -79,6 +107,8 @@ impl Chunk {
             e,
             codes,
             params,
+            tgt,
+            outl,
         }
     }
 
@@ -466,7 +496,10 @@ pub(crate) fn sweep(ctx: &Ctx<'_>, ch: &mut Chunk, refit: bool, g: &mut Vec<f32>
                     what: &mut ch.what[row.clone()],
                     e: &mut ch.e[row.clone()],
                     codes: &mut ch.codes[row.clone()],
-                    w: &ctx.w[(ch.r0 + r) * p..(ch.r0 + r + 1) * p],
+                    w: match &ch.tgt {
+                        Some(t) => &t[row.clone()],
+                        None => &ctx.w[(ch.r0 + r) * p..(ch.r0 + r + 1) * p],
+                    },
                     c0,
                     first: l0,
                     lim: l1,

@@ -15,6 +15,7 @@ use quantease_formats::float::{f16_to_f32, f32_to_f16};
 use quantease_formats::iq4::{IQ4NlBlock, IQ4XsBlock, KVALUES_IQ4NL};
 use quantease_formats::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KQuantBlock};
 use quantease_formats::legacy::{Q4_0Block, Q4_1Block, Q5_0Block, Q5_1Block, Q8_0Block};
+use quantease_formats::qe::{self, QeFormat};
 use quantease_formats::GgmlType;
 
 /// Most sub-blocks of any supported type (Q2_K, Q3_K, Q6_K).
@@ -30,6 +31,15 @@ pub enum Target {
     Uniform {
         /// Bits per weight (1..=8).
         bits: u32,
+    },
+    /// A QE block format (`QE{bits}_{pool}`, see `formats/SPEC.md`): 32-weight blocks with an f16
+    /// scale `d` and half-integer levels `d·(c − (2^bits − 1)/2)`, plus a per-row outlier pool of
+    /// `floor(nb·pool/4)` additive f16 values (handled by the solver's outlier step, not here).
+    Qe {
+        /// Code bits (2, 3 or 4).
+        bits: u8,
+        /// Outlier-pool bytes per block (0, 1 or 2).
+        pool: u8,
     },
 }
 
@@ -77,6 +87,9 @@ impl Spec {
     /// The grid of a ggml type, or `None` if the solver does not handle it.
     pub fn for_type(ty: GgmlType) -> Option<Spec> {
         use GgmlType::*;
+        if let Some(f) = QeFormat::from_type(ty) {
+            return Some(Spec::qe(f.bits, f.pool));
+        }
         let legacy = |levels: Vec<f32>, unit: bool, min: bool| Spec {
             target: Target::Ggml(ty),
             len: 32,
@@ -132,6 +145,31 @@ impl Spec {
         })
     }
 
+    /// The QE grid `QE{bits}_{pool}`: blocks of 32 weights, one f16 scale, half-integer levels
+    /// `−(2^bits−1)/2 … +(2^bits−1)/2` (no zero), no min.
+    pub fn qe(bits: u8, pool: u8) -> Spec {
+        let n = 1i32 << bits;
+        Spec {
+            target: Target::Qe { bits, pool },
+            len: 32,
+            n_sub: 1,
+            sub_len: 32,
+            levels: (0..n).map(|c| c as f32 - (n - 1) as f32 / 2.0).collect(),
+            unit_levels: true,
+            scale_range: (1, 1),
+            min_range: None,
+            refit: true,
+        }
+    }
+
+    /// Outliers a row of `p` weights can hold: `floor(nb·pool/4)` (0 for non-QE grids).
+    pub fn outlier_capacity(&self, p: usize) -> usize {
+        match self.target {
+            Target::Qe { bits, pool } => QeFormat { bits, pool }.capacity(p),
+            _ => 0,
+        }
+    }
+
     /// The per-row uniform grid with `bits` bits over a row of `p` weights.
     pub fn uniform(bits: u32, p: usize) -> Spec {
         Spec {
@@ -155,7 +193,7 @@ impl Spec {
 
     /// True if `d`/`dmin` are stored as f16.
     pub fn f16_scales(&self) -> bool {
-        matches!(self.target, Target::Ggml(_))
+        matches!(self.target, Target::Ggml(_) | Target::Qe { .. })
     }
 
     /// Packed bytes per super-block (0 for the uniform grid).
@@ -163,6 +201,7 @@ impl Spec {
         match self.target {
             Target::Ggml(ty) => ty.type_size(),
             Target::Uniform { .. } => 0,
+            Target::Qe { bits, .. } => 2 + 4 * bits as usize,
         }
     }
 
@@ -398,6 +437,7 @@ impl Spec {
                     .expect("finite inputs of block length were checked by the caller");
                 self.unpack(&buf, codes)
             }
+            Target::Qe { .. } => self.qe_rtn_block(x, importance, codes),
             Target::Uniform { .. } => {
                 let pr = *uniform.expect("uniform grid needs its row params");
                 let (a, b) = self.ab(&pr, 0);
@@ -406,6 +446,29 @@ impl Spec {
                 }
                 pr
             }
+        }
+    }
+
+    /// Weighted round-to-nearest on the QE grid for one 32-weight block: the formats crate's
+    /// QE quantiser (`qe::quantize_row_rtn`, no outliers on a single block).
+    fn qe_rtn_block(&self, x: &[f32], importance: Option<&[f32]>, codes: &mut [u8]) -> Params {
+        let Target::Qe { bits, .. } = self.target else {
+            unreachable!("QE grids only")
+        };
+        let fmt = QeFormat { bits, pool: 0 };
+        let mut buf = [0u8; 18];
+        let buf = &mut buf[..fmt.row_bytes(x.len())];
+        qe::quantize_row_rtn(fmt, x, importance, buf)
+            .expect("finite inputs of block length were checked by the caller");
+        let mut d = [0f32; 1];
+        let mut outl = Vec::new();
+        qe::decode_row(fmt, buf, &mut d, &mut codes[..x.len()], &mut outl)
+            .expect("the encoder writes valid rows");
+        Params {
+            d: d[0],
+            dmin: 0.0,
+            sc: [1; MAX_SUB],
+            mn: [-1; MAX_SUB],
         }
     }
 

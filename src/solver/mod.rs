@@ -13,6 +13,7 @@
 mod cd;
 mod gptq;
 pub mod grid;
+mod outliers;
 pub mod sigma;
 
 pub use grid::{Spec, Target};
@@ -76,6 +77,12 @@ pub struct SolveOptions {
     pub block_cols: usize,
     /// Recompute the exact objective after every sweep instead of tracking the changes (for tests).
     pub exact_history: bool,
+    /// Use the outlier pool of QE types (false: leave it empty, as for a pool of 0 bytes).
+    pub outliers: bool,
+    /// Shrink a full Σ towards its diagonal: the solver works with `(1−α)Σ + α·diag(Σ)`
+    /// (`α` = this, in 0..=1; reported objectives use the original Σ). `α = 1` is the
+    /// imatrix (diagonal) problem; costs a copy of Σ when non-zero.
+    pub shrink: f64,
 }
 
 impl Default for SolveOptions {
@@ -90,6 +97,8 @@ impl Default for SolveOptions {
             chunk_rows: 128,
             block_cols: 256,
             exact_history: false,
+            outliers: true,
+            shrink: 0.0,
         }
     }
 }
@@ -174,6 +183,8 @@ pub struct Solution {
     pub sweeps: usize,
     /// Damped objective at the start and after every sweep (never increasing).
     pub history: Vec<f64>,
+    /// Outliers stored (QE types; summed over rows).
+    pub outliers: usize,
     /// Wall time.
     pub seconds: f64,
 }
@@ -305,6 +316,28 @@ pub fn solve_uniform(
     solve_spec(name, w, q, p, sigma, &Spec::uniform(bits, p), method, opts)
 }
 
+/// Like [`solve`] on the QE grid `QE{bits}_{pool}` with its outlier pool (see `outliers.rs`).
+#[allow(clippy::too_many_arguments)]
+pub fn solve_qe(
+    name: &str,
+    w: &[f32],
+    q: usize,
+    p: usize,
+    sigma: &Sigma,
+    bits: u8,
+    pool: u8,
+    method: Method,
+    opts: &SolveOptions,
+) -> Result<Solution, SolverError> {
+    if !(2..=4).contains(&bits) || pool > 2 {
+        return Err(SolverError::Shape {
+            tensor: name.to_string(),
+            what: format!("no QE format with {bits} bits and pool {pool}"),
+        });
+    }
+    solve_spec(name, w, q, p, sigma, &Spec::qe(bits, pool), method, opts)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn solve_spec(
     name: &str,
@@ -326,8 +359,23 @@ fn solve_spec(
     } else {
         0.0
     };
-    let op = sigma::Op::new(sigma, p, lam as f32);
     let op0 = sigma::Op::new(sigma, p, 0.0);
+    let shrunk;
+    let sigma: &Sigma = match sigma {
+        Sigma::Full(m) if opts.shrink > 0.0 => {
+            let a = opts.shrink.min(1.0) as f32;
+            let mut data = m.data().to_vec();
+            for (k, v) in data.iter_mut().enumerate() {
+                if k / p != k % p {
+                    *v *= 1.0 - a;
+                }
+            }
+            shrunk = Sigma::Full(FullSigma::new(p, data).expect("same size"));
+            &shrunk
+        }
+        _ => sigma,
+    };
+    let op = sigma::Op::new(sigma, p, lam as f32);
     let block_cols = if spec.refit {
         opts.block_cols.max(1).div_ceil(spec.len) * spec.len
     } else {
@@ -348,10 +396,38 @@ fn solve_spec(
     let ranges = chunk_ranges(q, opts.chunk_rows);
 
     let full_sigma = matches!(sigma, Sigma::Full(_));
-    let mut chunks: Vec<cd::Chunk> = ranges
-        .par_iter()
-        .map(|&(r0, n)| cd::Chunk::rtn(&ctx, r0, n, imp))
-        .collect();
+    let cap = if opts.outliers {
+        spec.outlier_capacity(p)
+    } else {
+        0
+    };
+    let mut chunks: Vec<cd::Chunk> = match spec.target {
+        Target::Qe { bits, .. } => {
+            let pool = if cap > 0 {
+                match spec.target {
+                    Target::Qe { pool, .. } => pool,
+                    _ => 0,
+                }
+            } else {
+                0
+            };
+            ranges
+                .par_iter()
+                .map(|&(r0, n)| {
+                    outliers::rtn_start(&ctx, r0, n, imp, bits, pool).map_err(|e| {
+                        SolverError::Shape {
+                            tensor: name.to_string(),
+                            what: format!("rows {r0}..{}: {e}", r0 + n),
+                        }
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+        _ => ranges
+            .par_iter()
+            .map(|&(r0, n)| cd::Chunk::rtn(&ctx, r0, n, imp))
+            .collect(),
+    };
     let rtn_objective = total_objective(&chunks, &op0, p, block_cols);
     let mut current = total_objective(&chunks, &op, p, block_cols);
     let mut init = Method::Rtn;
@@ -371,10 +447,31 @@ fn solve_spec(
                 });
             }
         };
+        // With outliers, GPTQ quantises the target W − H of the RTN start and keeps its H.
+        let tw: Option<Vec<f32>> = (cap > 0).then(|| {
+            chunks
+                .iter()
+                .flat_map(|c| c.tgt.as_deref().expect("outlier chunks carry a target"))
+                .copied()
+                .collect()
+        });
+        let gctx = cd::Ctx {
+            w: tw.as_deref().unwrap_or(w),
+            ..ctx
+        };
         let g: Vec<cd::Chunk> = ranges
             .par_iter()
-            .map(|&(r0, n)| gptq::run(&ctx, &f, r0, n, imp))
+            .zip(chunks.par_iter())
+            .map(|(&(r0, n), start)| {
+                let mut c = gptq::run(&gctx, &f, r0, n, imp);
+                if let Some(tw) = &tw {
+                    c.tgt = Some(tw[r0 * p..(r0 + n) * p].to_vec());
+                    c.outl = start.outl.clone();
+                }
+                c
+            })
             .collect();
+        drop(tw);
         let g_obj = total_objective(&g, &op, p, block_cols);
         gptq_objective = Some(total_objective(&g, &op0, p, block_cols));
         if method == Method::Gptq || g_obj < current {
@@ -390,11 +487,28 @@ fn solve_spec(
 
     let mut history = vec![current];
     let mut sweeps = 0;
+    let eta = if cap > 0 {
+        let l = op.lambda_max(p);
+        if l > 0.0 {
+            1.0 / l
+        } else {
+            0.0
+        }
+    } else {
+        0.0
+    };
     if method == Method::QuantEase {
         while sweeps < opts.iters {
             let changes: Vec<f64> = chunks
                 .par_iter_mut()
-                .map_init(Vec::new, |g, ch| cd::sweep(&ctx, ch, opts.refit_scales, g))
+                .map_init(Vec::new, |g, ch| {
+                    let c = cd::sweep(&ctx, ch, opts.refit_scales, g);
+                    if cap > 0 && eta > 0.0 {
+                        c + outliers::iht_step(&ctx, ch, cap, eta, g)
+                    } else {
+                        c
+                    }
+                })
                 .collect();
             sweeps += 1;
             let next = if opts.exact_history {
@@ -442,7 +556,45 @@ fn solve_spec(
             Vec::new(),
             chunks.iter().flat_map(|c| c.what.iter().copied()).collect(),
         ),
+        Target::Qe { bits, pool } => {
+            let fmt = quantease_formats::qe::QeFormat { bits, pool };
+            let rb = fmt.row_bytes(p);
+            let mut out = vec![0u8; q * rb];
+            let nsb = p / spec.len;
+            out.par_chunks_mut(rb * opts.chunk_rows.max(1))
+                .zip(chunks.par_iter())
+                .try_for_each(|(o, ch)| {
+                    let mut scales = vec![0f32; nsb];
+                    let mut list: Vec<(u16, f32)> = Vec::new();
+                    for r in 0..ch.rows {
+                        for (s, pr) in scales.iter_mut().zip(&ch.params[r * nsb..(r + 1) * nsb]) {
+                            *s = pr.d;
+                        }
+                        list.clear();
+                        if let Some(l) = ch.outl.get(r) {
+                            list.extend(l.iter().map(|&(j, h)| (j as u16, h)));
+                        }
+                        quantease_formats::qe::encode_row(
+                            fmt,
+                            &scales,
+                            &ch.codes[r * p..(r + 1) * p],
+                            &list,
+                            &mut o[r * rb..(r + 1) * rb],
+                        )
+                        .map_err(|e| SolverError::Shape {
+                            tensor: name.to_string(),
+                            what: format!("row {}: {e}", ch.r0 + r),
+                        })?;
+                    }
+                    Ok::<(), SolverError>(())
+                })?;
+            (out, Vec::new())
+        }
     };
+    let n_outliers = chunks
+        .iter()
+        .map(|c| c.outl.iter().map(|l| l.len()).sum::<usize>())
+        .sum();
     let base: f64 = ranges
         .par_iter()
         .map(|&(r0, n)| cd::quadratic_form(&op0, &w[r0 * p..(r0 + n) * p], n, p, block_cols))
@@ -462,6 +614,7 @@ fn solve_spec(
         init,
         sweeps,
         history,
+        outliers: n_outliers,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -516,3 +669,5 @@ pub fn time_sweeps(
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_qe;

@@ -157,6 +157,68 @@ impl<'a> Op<'a> {
         }
     }
 
+    /// Entry `(i, j)` of `Σ + λI`.
+    #[inline]
+    pub(crate) fn entry(&self, i: usize, j: usize) -> f32 {
+        match self {
+            Op::Dense { m, lam } => m.get(i, j) + if i == j { *lam } else { 0.0 },
+            Op::Diag(d) => {
+                if i == j {
+                    d[i]
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// `g[k] −= δ·(Σ+λI)[i, k]` for every `k` (`g` has the full row length).
+    pub(crate) fn sub_row(&self, g: &mut [f32], i: usize, delta: f32) {
+        match self {
+            Op::Dense { m, lam } => {
+                let p = m.p();
+                for (gk, &s) in g.iter_mut().zip(&m.data()[i * p..(i + 1) * p]) {
+                    *gk -= delta * s;
+                }
+                g[i] -= delta * lam;
+            }
+            Op::Diag(d) => g[i] -= delta * d[i],
+        }
+    }
+
+    /// The largest eigenvalue of `Σ + λI` (power iteration in f64 from a fixed start, so the
+    /// result is deterministic; exact for a diagonal Σ). Returns 0 for a zero matrix.
+    pub(crate) fn lambda_max(&self, p: usize) -> f64 {
+        match self {
+            Op::Diag(d) => d.iter().fold(0f32, |a, &b| a.max(b)) as f64,
+            Op::Dense { m, lam } => {
+                let mut v: Vec<f64> = (0..p).map(|i| 1.0 + (i % 7) as f64 * 0.01).collect();
+                let mut y = vec![0f64; p];
+                let mut est = 0f64;
+                for _ in 0..100 {
+                    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    if norm == 0.0 || !norm.is_finite() {
+                        return 0.0;
+                    }
+                    v.iter_mut().for_each(|x| *x /= norm);
+                    for (i, yi) in y.iter_mut().enumerate() {
+                        let row = &m.data()[i * p..(i + 1) * p];
+                        *yi = row.iter().zip(&v).map(|(&s, &x)| s as f64 * x).sum::<f64>()
+                            + *lam as f64 * v[i];
+                    }
+                    let rq: f64 = y.iter().zip(&v).map(|(a, b)| a * b).sum();
+                    std::mem::swap(&mut v, &mut y);
+                    if (rq - est).abs() <= 1e-9 * rq.abs() {
+                        est = rq;
+                        break;
+                    }
+                    est = rq;
+                }
+                est
+            }
+        }
+    }
+
     /// The damped diagonal block `(Σ+λI)[c0..c0+nb, c0..c0+nb]`.
     pub(crate) fn block(&self, c0: usize, nb: usize) -> Block<'_> {
         match self {
