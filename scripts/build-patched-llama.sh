@@ -55,11 +55,11 @@ fi
 if [ "${QE_TESTDOUBLE:-0}" = 1 ]; then
     echo "== building the C TEST DOUBLE of the QE contract (not the real kernels)"
     mkdir -p "$OUT/testdouble"
-    cc -O3 -march=native -fPIC -c "$ROOT/ggml-patch/testdouble/quantease_testdouble.c" -I"$ROOT/ggml-patch/testdouble" -o "$OUT/testdouble/quantease_testdouble.o"
+    cc -O3 -march=native -fPIC -c "$ROOT/ggml-patch/testdouble/quantease_testdouble.c" -I"$ROOT/formats/include" -o "$OUT/testdouble/quantease_testdouble.o"
     rm -f "$OUT/testdouble/libquantease_testdouble.a"
     ar rcs "$OUT/testdouble/libquantease_testdouble.a" "$OUT/testdouble/quantease_testdouble.o"
     QE_LIB="$OUT/testdouble/libquantease_testdouble.a"
-    QE_INC="$ROOT/ggml-patch/testdouble"
+    QE_INC="$ROOT/formats/include"
     BUILD="$OUT/build-testdouble"
 else
     echo "== building libquantease_formats.a (cargo, CARGO_TARGET_DIR=$OUT/cargo-target)"
