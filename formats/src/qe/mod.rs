@@ -367,18 +367,7 @@ pub fn encode_row(
     out: &mut [u8],
 ) -> Result<(), FormatError> {
     let p = codes.len();
-    let nb = check_width(fmt, p)?;
-    if scales.len() != nb {
-        return Err(length_mismatch(fmt, "scales", scales.len(), nb));
-    }
-    if out.len() != fmt.row_bytes(p) {
-        return Err(length_mismatch(
-            fmt,
-            "packed row",
-            out.len(),
-            fmt.row_bytes(p),
-        ));
-    }
+    let nb = check_row_lengths(fmt, p, scales.len(), out.len())?;
     let cap = fmt.capacity(p);
     if outliers.len() > cap {
         return Err(invalid(
@@ -460,6 +449,29 @@ pub fn encode_row(
     Ok(())
 }
 
+/// The checks [`encode_row`] and [`decode_row`] share: a valid width `p`, one scale per block
+/// and a packed row of exactly [`QeFormat::row_bytes`]. Returns the number of blocks.
+fn check_row_lengths(
+    fmt: QeFormat,
+    p: usize,
+    n_scales: usize,
+    n_bytes: usize,
+) -> Result<usize, FormatError> {
+    let nb = check_width(fmt, p)?;
+    if n_scales != nb {
+        return Err(length_mismatch(fmt, "scales", n_scales, nb));
+    }
+    if n_bytes != fmt.row_bytes(p) {
+        return Err(length_mismatch(
+            fmt,
+            "packed row",
+            n_bytes,
+            fmt.row_bytes(p),
+        ));
+    }
+    Ok(nb)
+}
+
 /// Unpack and validate one row of `codes.len()` weights: scales (`nb`, as f32 from the stored
 /// f16), codes (`p`) and the used outlier entries `(column, h)` (cleared first), in pool order.
 ///
@@ -474,18 +486,7 @@ pub fn decode_row(
     outliers: &mut Vec<(u16, f32)>,
 ) -> Result<(), FormatError> {
     let p = codes.len();
-    let nb = check_width(fmt, p)?;
-    if scales.len() != nb {
-        return Err(length_mismatch(fmt, "scales", scales.len(), nb));
-    }
-    if bytes.len() != fmt.row_bytes(p) {
-        return Err(length_mismatch(
-            fmt,
-            "packed row",
-            bytes.len(),
-            fmt.row_bytes(p),
-        ));
-    }
+    let nb = check_row_lengths(fmt, p, scales.len(), bytes.len())?;
     let bb = fmt.block_bytes();
     let (blocks, pool) = bytes.split_at(nb * bb);
     for (k, ((blk, cs), s)) in blocks
