@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # QE-format quality sweep on SmolLM2-135M (bits × outlier fraction × method, plus mixes), next to
 # the llama.cpp and standard-format points of scripts/bench-quality.sh (run that first: it makes
-# ref-F32.gguf, calib-16.gram.gguf and the baseline files in $QUANTEASE_CACHE/quality/smollm2).
+# ref-F32.gguf, calib-16-sw30.gram.gguf and the baseline files in $QUANTEASE_CACHE/quality/smollm2).
 #
 #   scripts/bench-qe.sh [--chunks N] [CONFIG_FILE]
 #
@@ -19,13 +19,13 @@ config=${1:-scripts/qe-sweep.txt}
 data=${QUANTEASE_DATA:-$repo/../shared/data}
 cache=${QUANTEASE_CACHE:-$repo/cache}
 base=$cache/quality/smollm2
-work=$cache/quality/smollm2-qe
+work=$cache/quality/smollm2-qe2   # QE format version 2 (version-1 files are not readable)
 results=$repo/results/smollm2
 mkdir -p "$work"
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$repo/target}/release/quantease-gguf
 ref=$base/ref-F32.gguf
-gram=$base/calib-16.gram.gguf
+gram=$base/calib-16-sw30.gram.gguf
 manifest=$work/manifest.tsv
 # Baseline rows (llama.cpp and standard formats) are linked from the base work dir.
 grep -v -E '^(qe-|mix-)' "$manifest" 2>/dev/null > "$manifest.tmp" || true
