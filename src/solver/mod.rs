@@ -564,11 +564,18 @@ fn solve_spec(
             out.par_chunks_mut(rb * opts.chunk_rows.max(1))
                 .zip(chunks.par_iter())
                 .try_for_each(|(o, ch)| {
-                    let mut scales = vec![0f32; nsb];
+                    let n_sub = spec.n_sub;
+                    let mut scales = vec![0u8; nsb * n_sub];
                     let mut list: Vec<(u16, f32)> = Vec::new();
                     for r in 0..ch.rows {
-                        for (s, pr) in scales.iter_mut().zip(&ch.params[r * nsb..(r + 1) * nsb]) {
-                            *s = pr.d;
+                        for (s, pr) in scales
+                            .chunks_exact_mut(n_sub)
+                            .zip(&ch.params[r * nsb..(r + 1) * nsb])
+                        {
+                            for (u, &v) in s.iter_mut().zip(&pr.sc) {
+                                // Scale codes stay in 0..=255 (the refit's candidate range).
+                                *u = v.clamp(0, 255) as u8;
+                            }
                         }
                         list.clear();
                         if let Some(l) = ch.outl.get(r) {
