@@ -165,13 +165,18 @@ mod tests {
         assert_eq!(check(p, &header(GgmlType::QE3_1, cur.clone())), Ok(()));
         // No QE tensor: no requirement, whatever the key says.
         assert_eq!(check(p, &header(GgmlType::Q4_0, None)), Ok(()));
-        assert_eq!(check(p, &header(GgmlType::Q4_0, Some(MetaValue::U32(1)))), Ok(()));
+        assert_eq!(
+            check(p, &header(GgmlType::Q4_0, Some(MetaValue::U32(1)))),
+            Ok(())
+        );
         let e = check(p, &header(GgmlType::QE4_0, Some(MetaValue::U32(1)))).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("m.gguf")
                 && msg.contains(FORMAT_VERSION_KEY)
-                && msg.contains("written by an older quantease-gguf (QE format version 1); re-convert"),
+                && msg.contains(
+                    "written by an older quantease-gguf (QE format version 1); re-convert"
+                ),
             "{msg}"
         );
         let e = check(p, &header(GgmlType::QE2_2, None)).unwrap_err();

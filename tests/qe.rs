@@ -330,7 +330,14 @@ fn files_of_another_qe_format_version_are_refused() {
         vec!["convert", s(&old), s(&out), "--type", "Q8_0"],
     ];
     if cfg!(feature = "llama") {
-        cases.push(vec!["perplexity", s(&old), "--text", s(&text), "--chunks", "1"]);
+        cases.push(vec![
+            "perplexity",
+            s(&old),
+            "--text",
+            s(&text),
+            "--chunks",
+            "1",
+        ]);
     }
     for args in &cases {
         let o = run(args);

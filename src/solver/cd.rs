@@ -25,8 +25,8 @@
 //! around it ranked by the (exact, linear-in-scale) quadratic, see `refit_qe_scales`.
 
 use super::grid::{Params, Spec, Target};
-use quantease_formats::qe;
 use super::sigma::{Block, Op};
+use quantease_formats::qe;
 
 /// The solver state of a block of consecutive rows.
 pub(crate) struct Chunk {
@@ -379,9 +379,11 @@ impl RowView<'_> {
             let la = a0 - self.c0;
             scratch.u.clear();
             scratch.v.clear();
-            scratch
-                .u
-                .extend(self.codes[a0..a0 + n].iter().map(|&c| spec.levels[c as usize]));
+            scratch.u.extend(
+                self.codes[a0..a0 + n]
+                    .iter()
+                    .map(|&c| spec.levels[c as usize]),
+            );
             let (h, b) = scratch.normal(self.blk, la, &self.g[la..la + n], false);
             let t = solve2(h, b, false);
             let cur = pr.sc[j];
@@ -692,7 +694,10 @@ mod tests {
                 let got = [pr.sc[0], pr.sc[1]];
                 let after = block_objective(&spec, &sigma, &w, &codes, got);
                 let tag = format!("QE{bits} trial {trial} (|w| ~ {mag}): {u0:?} → {got:?}");
-                assert!(change <= 0.0 && after <= before, "{tag}: {before} → {after}");
+                assert!(
+                    change <= 0.0 && after <= before,
+                    "{tag}: {before} → {after}"
+                );
                 assert!(
                     (before + change - after).abs() <= 1e-5 * before.max(1e-30),
                     "{tag}: tracked change {change} vs {}",
@@ -703,14 +708,23 @@ mod tests {
                     .map(|u| block_objective(&spec, &sigma, &w, &codes, [u, u0[1]]))
                     .fold(f64::INFINITY, f64::min);
                 let at0 = block_objective(&spec, &sigma, &w, &codes, [got[0], u0[1]]);
-                assert!(at0 <= best0 * (1.0 + 1e-5) + 1e-30, "{tag}: sub 0 {at0} vs best {best0}");
+                assert!(
+                    at0 <= best0 * (1.0 + 1e-5) + 1e-30,
+                    "{tag}: sub 0 {at0} vs best {best0}"
+                );
                 let best1 = (0..256)
                     .map(|u| block_objective(&spec, &sigma, &w, &codes, [got[0], u]))
                     .fold(f64::INFINITY, f64::min);
-                assert!(after <= best1 * (1.0 + 1e-5) + 1e-30, "{tag}: sub 1 {after} vs best {best1}");
+                assert!(
+                    after <= best1 * (1.0 + 1e-5) + 1e-30,
+                    "{tag}: sub 1 {after} vs best {best1}"
+                );
                 n_changed += (got != u0) as usize;
             }
         }
-        assert!(n_changed > 100, "the refit changed only {n_changed} of 120 blocks");
+        assert!(
+            n_changed > 100,
+            "the refit changed only {n_changed} of 120 blocks"
+        );
     }
 }

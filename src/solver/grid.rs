@@ -622,7 +622,10 @@ mod tests {
             let mut all = vec![0u8; p];
             let mut outl = Vec::new();
             qe::decode_row(fmt, &bytes, &mut u, &mut all, &mut outl).unwrap();
-            assert!(u[128 / 16..160 / 16].iter().all(|&c| c == 255), "{ty}: {u:?}");
+            assert!(
+                u[128 / 16..160 / 16].iter().all(|&c| c == 255),
+                "{ty}: {u:?}"
+            );
             let mut h = vec![None; p];
             for &(j, v) in &outl {
                 h[j as usize] = Some(v);
@@ -640,10 +643,16 @@ mod tests {
                     let (a, b) = spec.ab(&pr, i / spec.sub_len);
                     let v = spec.value(a, b, codes[i]);
                     // The contract's formula, independently of `levels`.
-                    let want = qe::scale_value(u[2 * k + i / 16]) * fmt.table()[codes[i] as usize] as f32;
+                    let want =
+                        qe::scale_value(u[2 * k + i / 16]) * fmt.table()[codes[i] as usize] as f32;
                     assert_eq!(v.to_bits(), want.to_bits(), "{ty} weight {}", 32 * k + i);
                     let v = h[32 * k + i].map_or(v, |hv| v + hv);
-                    assert_eq!(v.to_bits(), deq[32 * k + i].to_bits(), "{ty} weight {}", 32 * k + i);
+                    assert_eq!(
+                        v.to_bits(),
+                        deq[32 * k + i].to_bits(),
+                        "{ty} weight {}",
+                        32 * k + i
+                    );
                 }
                 spec.pack(&pr, &codes, &mut repacked[k * bb..(k + 1) * bb]);
             }
@@ -653,8 +662,14 @@ mod tests {
 
     #[test]
     fn nearest_is_the_closest_decoded_value() {
-        let qe_specs = QeFormat::ALL.iter().map(|f| Spec::for_type(f.to_type().unwrap()).unwrap());
-        for spec in TYPES.iter().map(|&ty| Spec::for_type(ty).unwrap()).chain(qe_specs) {
+        let qe_specs = QeFormat::ALL
+            .iter()
+            .map(|f| Spec::for_type(f.to_type().unwrap()).unwrap());
+        for spec in TYPES
+            .iter()
+            .map(|&ty| Spec::for_type(ty).unwrap())
+            .chain(qe_specs)
+        {
             let ty = format!("{:?}", spec.target);
             for &(a, b) in &[(0.013f32, 0.0f32), (-0.02, 0.0), (0.011, -0.05), (0.5, 0.3)] {
                 let b = if spec.has_min() { b } else { 0.0 };

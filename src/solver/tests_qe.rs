@@ -113,8 +113,14 @@ fn qe_quantease_beats_gptq_beats_rtn_under_a_full_sigma() {
                     s.objective
                 );
             }
-            assert!(gptq.objective <= rtn.objective, "{tag}: GPTQ worse than RTN");
-            assert!(qe.objective <= gptq.objective, "{tag}: QuantEase worse than GPTQ");
+            assert!(
+                gptq.objective <= rtn.objective,
+                "{tag}: GPTQ worse than RTN"
+            );
+            assert!(
+                qe.objective <= gptq.objective,
+                "{tag}: QuantEase worse than GPTQ"
+            );
             assert!(
                 qe.objective < 0.9 * rtn.objective,
                 "{tag}: CD should clearly beat RTN under a full Σ"
