@@ -648,7 +648,7 @@ mod tests {
         let mut rng = Rng::new(99);
         let mut n_changed = 0;
         for bits in [2u8, 3, 4] {
-            let spec = Spec::qe(bits, 0);
+            let spec = Spec::qe(bits, 0).unwrap();
             for trial in 0..40 {
                 let mag = [1e-5, 1e-3, 0.02, 0.3, 40.0][trial % 5];
                 let w: Vec<f32> = (0..p).map(|_| (mag * rng.normal()) as f32).collect();

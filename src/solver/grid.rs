@@ -95,7 +95,7 @@ impl Spec {
     pub fn for_type(ty: GgmlType) -> Option<Spec> {
         use GgmlType::*;
         if let Some(f) = QeFormat::from_type(ty) {
-            return Some(Spec::qe(f.bits, f.pool));
+            return Spec::qe(f.bits, f.pool);
         }
         let legacy = |levels: Vec<f32>, unit: bool, min: bool| Spec {
             target: Target::Ggml(ty),
@@ -155,13 +155,10 @@ impl Spec {
     /// The QE grid `QE{bits}_{pool}` (format version 2): blocks of 32 weights in two sub-blocks
     /// of [`qe::SUB`] = 16, each with an 8-bit scale code (`sc_j`, range 0..=255, decoding to
     /// `qe::scale_value`), the format's level table `T_bits` (non-uniform, ascending, no zero), no
-    /// min, no super-block scale (`d` = 1, unused).
-    ///
-    /// # Panics
-    /// If `(bits, pool)` is not a QE format (bits 2..=4, pool 0..=2).
-    pub fn qe(bits: u8, pool: u8) -> Spec {
-        let fmt = QeFormat::new(bits, pool).expect("a valid QE format (bits 2..=4, pool 0..=2)");
-        Spec {
+    /// min, no super-block scale (`d` = 1, unused). `None` unless bits ∈ 2..=4 and pool ∈ 0..=2.
+    pub fn qe(bits: u8, pool: u8) -> Option<Spec> {
+        let fmt = QeFormat::new(bits, pool)?;
+        Some(Spec {
             target: Target::Qe { bits, pool },
             len: qe::QK,
             n_sub: qe::QK / qe::SUB,
@@ -171,7 +168,7 @@ impl Spec {
             scale_range: (0, 255),
             min_range: None,
             refit: true,
-        }
+        })
     }
 
     /// The QE format (without pool: the block layout) if this is a QE grid.

@@ -67,7 +67,8 @@ pub struct SolveOptions {
     pub damp: f64,
     /// GPTQ visits columns by decreasing `Σ_jj`.
     pub act_order: bool,
-    /// Refit block scales between code updates (ggml types).
+    /// Refit block scales between code updates (ggml types: super-block and sub-block scales; QE
+    /// grids: the sub-block scale codes).
     pub refit_scales: bool,
     /// Also start CD from GPTQ (when Σ is full) and keep the better start.
     pub gptq_init: bool,
@@ -329,13 +330,11 @@ pub fn solve_qe(
     method: Method,
     opts: &SolveOptions,
 ) -> Result<Solution, SolverError> {
-    if !(2..=4).contains(&bits) || pool > 2 {
-        return Err(SolverError::Shape {
-            tensor: name.to_string(),
-            what: format!("no QE format with {bits} bits and pool {pool}"),
-        });
-    }
-    solve_spec(name, w, q, p, sigma, &Spec::qe(bits, pool), method, opts)
+    let spec = Spec::qe(bits, pool).ok_or_else(|| SolverError::Shape {
+        tensor: name.to_string(),
+        what: format!("no QE format with {bits} bits and pool {pool}"),
+    })?;
+    solve_spec(name, w, q, p, sigma, &spec, method, opts)
 }
 
 #[allow(clippy::too_many_arguments)]

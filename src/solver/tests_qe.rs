@@ -75,7 +75,7 @@ fn qe_objective_never_increases_and_matches_the_values() {
                     s.objective
                 );
                 assert!(s.objective <= s.rtn_objective, "{tag}: worse than RTN");
-                let cap = Spec::qe(bits, pool).outlier_capacity(p);
+                let cap = Spec::qe(bits, pool).unwrap().outlier_capacity(p);
                 assert!(s.outliers <= cap * q, "{tag}: pool overfull");
                 assert_eq!(s.outliers == 0, cap == 0, "{tag}: pool not used");
             }
@@ -236,4 +236,30 @@ fn study_qe() {
             }
         }
     }
+}
+
+#[test]
+fn invalid_qe_formats_are_errors_naming_the_tensor() {
+    let (q, p) = (2, 64);
+    let w = weights(q, p, 71);
+    for (bits, pool) in [(1, 0), (5, 0), (3, 3)] {
+        let e = solve_qe(
+            "blk.3.ffn_up.weight",
+            &w,
+            q,
+            p,
+            &Sigma::Identity,
+            bits,
+            pool,
+            Method::QuantEase,
+            &opts(),
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("blk.3.ffn_up.weight") && msg.contains("no QE format"),
+            "{msg}"
+        );
+    }
+    assert!(Spec::qe(4, 3).is_none() && Spec::qe(2, 0).is_some());
 }
