@@ -15,11 +15,9 @@
 //! [`crate::qe::dequantize_row`] to validate untrusted rows.
 
 #[cfg(target_arch = "aarch64")]
-#[allow(dead_code)]
 mod neon;
 pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
-#[allow(dead_code)]
 mod x86;
 
 use super::{check_width, length_mismatch, QeFormat, QK};
@@ -116,16 +114,32 @@ fn unavailable(fmt: QeFormat, _k: Kernel) -> FormatError {
 /// kernel available).
 #[inline]
 pub(crate) fn dot_q8_0_unchecked(k: Kernel, fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> f32 {
-    // Format version 2: the SIMD kernels are being ported; every kernel runs the reference.
-    let _ = k;
-    scalar::dot_q8_0(fmt, row, q8, p)
+    match k {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: callers pass an available kernel and checked lengths.
+        Kernel::Avx2 => unsafe { x86::dot_q8_0_avx2(fmt, row, q8, p) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Avx512 => unsafe { x86::dot_q8_0_avx512(fmt, row, q8, p) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Kernel::Neon => unsafe { neon::dot_q8_0_neon(fmt, row, q8, p) },
+        _ => scalar::dot_q8_0(fmt, row, q8, p),
+    }
 }
 
 /// f32 dot without checks (as [`dot_q8_0_unchecked`], `x.len() = p`).
 #[inline]
 pub(crate) fn dot_f32_unchecked(k: Kernel, fmt: QeFormat, row: &[u8], x: &[f32]) -> f32 {
-    let _ = k;
-    scalar::dot_f32(fmt, row, x)
+    match k {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: callers pass an available kernel and checked lengths.
+        Kernel::Avx2 | Kernel::Avx512 => unsafe { x86::dot_f32_avx2(fmt, row, x) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Kernel::Neon => unsafe { neon::dot_f32_neon(fmt, row, x) },
+        _ => scalar::dot_f32(fmt, row, x),
+    }
 }
 
 /// Decode without validation (see the module docs); `row.len() = row_bytes(y.len())`.

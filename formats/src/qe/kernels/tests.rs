@@ -35,6 +35,17 @@ fn simd_dots(fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> Vec<(String, f32
     let mut out = Vec::new();
     for k in simd_kernels() {
         out.push((k.name().to_string(), dot_q8_0_unchecked(k, fmt, row, q8, p)));
+        #[cfg(target_arch = "x86_64")]
+        if k == Kernel::Avx512 {
+            // SAFETY: AVX-512 available (k is); lengths are the caller's valid row.
+            let plain = unsafe { x86::dot_q8_0_avx512_impl(fmt, row, q8, p, false) };
+            out.push(("avx512-maddubs".into(), plain));
+            if x86::has_avx512vnni() {
+                // SAFETY: VNNI detected.
+                let v = unsafe { x86::dot_q8_0_avx512_impl(fmt, row, q8, p, true) };
+                out.push(("avx512-vnni".into(), v));
+            }
+        }
     }
     out
 }
