@@ -252,7 +252,7 @@ struct ConvertArgs {
     /// (0 = the full Gram, 1 = the imatrix problem). Reported errors use the original Σ.
     /// Measured on SmolLM2-135M (QuantEase, mean KLD): Q4_0 0.116 / 0.110 / 0.106 / 0.118 with
     /// X = 0 / 0.25 / 0.5 / 0.75; Q3_K_M 0.062 / 0.056 / 0.057 with X = 0 / 0.5 / 0.75; QE4_0
-    /// 0.218 / 0.170 / 0.181 with X = 0 / 0.5 / 0.8 (docs/solver.md).
+    /// (QE format version 1) 0.218 / 0.170 / 0.181 with X = 0 / 0.5 / 0.8 (docs/solver.md).
     #[arg(long, value_name = "X", default_value_t = 0.5)]
     shrink: f64,
     /// GPTQ visits columns by decreasing Σ_jj.
