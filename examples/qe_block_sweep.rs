@@ -12,7 +12,9 @@
 //! f32 `D` per row) with the codes re-chosen for the stored scale. Outliers (pool of 1 byte per
 //! 32 weights: `floor(p/128)` per row) follow the QE rule: largest `|w|·sqrt(v)`, removed before
 //! the fit, stored as f16 `h = w − grid`. The rows `QE*` use the real QE quantiser
-//! (`quantize_row` + `dequantize_row`) as a check of the proxy; `Q4_0`/`IQ4_NL` are ggml's.
+//! (`quantize_row` + `dequantize_row`) of the current QE format version (with version 1 they
+//! were a check of the half-integer proxy; since version 2 they measure the chosen design);
+//! `Q4_0`/`IQ4_NL` are ggml's.
 //!
 //! Further 8-bit scale encodings for 16-weight blocks: minifloats `e5m3`/`e4m4` (relative step
 //! 2^−m), and `2^e·u8` (linear 8-bit under a power-of-two row scale). Non-uniform level tables

@@ -174,7 +174,10 @@ pub fn output_metadata(
     );
     set("quantease.method", MetaValue::string(method));
     if has_qe {
-        set("quantease.format_version", MetaValue::U32(1));
+        set(
+            quantease_formats::qe::FORMAT_VERSION_KEY,
+            MetaValue::U32(quantease_formats::qe::FORMAT_VERSION),
+        );
     }
     set("quantease.mix", MetaValue::string(mix.name()));
     let file_name = |p: &Path| {

@@ -40,6 +40,10 @@ pub enum EvalError {
         /// The chunk length.
         n_ctx: usize,
     },
+    /// A model holds QE tensors of another QE format version (llama.cpp patched with the QE
+    /// types would misread them).
+    #[error(transparent)]
+    QeVersion(#[from] crate::qe_version::QeVersionError),
     /// Invalid options.
     #[error("invalid evaluation options: {0}")]
     InvalidOptions(String),
@@ -336,6 +340,15 @@ fn tokenize_checked(model: &Model, text: &str) -> Result<Vec<i32>, EvalError> {
     Ok(model.tokenize(text, true)?)
 }
 
+/// Refuse a file with QE tensors of another QE format version. A file this crate's GGUF reader
+/// cannot parse is left to llama.cpp, whose load error is then the one reported.
+fn check_qe_version(path: &Path) -> Result<(), EvalError> {
+    if let Ok(f) = crate::gguf::GgufFile::open(path) {
+        crate::qe_version::check(path, f.header())?;
+    }
+    Ok(())
+}
+
 /// Measure the perplexity of `model` on `text`, and with `base` its KL divergence from the base
 /// model, exactly as `llama-perplexity` (`--kl-divergence`) does; see the module docs.
 pub fn evaluate(
@@ -345,6 +358,10 @@ pub fn evaluate(
     opts: EvalOptions,
 ) -> Result<EvalReport, EvalError> {
     let t0 = Instant::now();
+    check_qe_version(model)?;
+    if let Some(b) = base {
+        check_qe_version(b)?;
+    }
     let model_m = Model::load(model)?;
     let base_m = base.map(Model::load).transpose()?;
     let mut report = evaluate_loaded(&model_m, base_m.as_ref(), text, opts)?;

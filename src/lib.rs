@@ -8,6 +8,8 @@
 //! - [`convert`]: rows are quantised by the block formats of [`formats`] and streamed out through
 //!   the [`gguf`] writer;
 //! - [`inspect`]: reports what a file holds;
+//! - [`qe_version`]: files with QE tensors must carry this build's QE format version (checked
+//!   by every reader);
 //! - [`gram`]: Gram files (imatrix GGUF plus full calibration Gram matrices), written by
 //!   `calibrate` (feature `llama`), which runs llama.cpp over a text.
 //!
@@ -31,5 +33,6 @@ pub mod inspect;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod plan;
+pub mod qe_version;
 pub mod solver;
 pub mod source;

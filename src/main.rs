@@ -192,10 +192,11 @@ struct ConvertArgs {
     #[arg(long, value_name = "N")]
     bits: Option<u32>,
     /// Family of the --bits mix: `ggml` (standard llama.cpp types, loadable everywhere) or `qe`
-    /// (the QE formats: 2/3/4-bit codes on 32-weight blocks with an f16 scale plus a per-row
-    /// outlier table; any width that is a multiple of 32; stock llama.cpp cannot load them —
-    /// use `dequantize` for a file it loads, or the kernels in formats/ for a runtime that
-    /// links them). Metadata `quantease.format_version` = 1 marks files with QE tensors.
+    /// (the QE formats: 2/3/4-bit codes on non-uniform level tables, an 8-bit scale code per 16
+    /// weights, plus a per-row outlier table; any width that is a multiple of 32; stock
+    /// llama.cpp cannot load them — use `dequantize` for a file it loads, or the kernels in
+    /// formats/ for a runtime that links them). Metadata `quantease.format_version` (QE format
+    /// version, now 2) marks files with QE tensors; readers refuse other versions.
     #[arg(long, value_name = "FAMILY", value_parser = ["ggml", "qe"], requires = "bits")]
     format: Option<String>,
     /// Fraction of each row's weights stored as full-precision (f16) outliers in QE tensors, as
@@ -251,7 +252,7 @@ struct ConvertArgs {
     /// (0 = the full Gram, 1 = the imatrix problem). Reported errors use the original Σ.
     /// Measured on SmolLM2-135M (QuantEase, mean KLD): Q4_0 0.116 / 0.110 / 0.106 / 0.118 with
     /// X = 0 / 0.25 / 0.5 / 0.75; Q3_K_M 0.062 / 0.056 / 0.057 with X = 0 / 0.5 / 0.75; QE4_0
-    /// 0.218 / 0.170 / 0.181 with X = 0 / 0.5 / 0.8 (docs/solver.md).
+    /// (QE format version 1) 0.218 / 0.170 / 0.181 with X = 0 / 0.5 / 0.8 (docs/solver.md).
     #[arg(long, value_name = "X", default_value_t = 0.5)]
     shrink: f64,
     /// GPTQ visits columns by decreasing Σ_jj.
@@ -655,6 +656,7 @@ fn run_dequantize(a: DequantizeArgs) -> Result<()> {
 
 fn run_inspect(a: InspectArgs) -> Result<()> {
     let file = GgufFile::open(&a.file)?;
+    quantease_gguf::qe_version::check(&a.file, file.header())?;
     if a.json {
         println!(
             "{}",
@@ -687,6 +689,7 @@ fn loadable_model(
     quiet: bool,
 ) -> Result<(PathBuf, Option<TempFile>)> {
     let file = GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
+    quantease_gguf::qe_version::check(path, file.header())?;
     let n_qe = file
         .header()
         .tensors

@@ -35,7 +35,7 @@ fn qe_tensors(path: &Path) -> Vec<(String, u8, u8)> {
     let version = f.get("quantease.format_version").and_then(|v| v.as_u64());
     assert_eq!(
         version,
-        (!out.is_empty()).then_some(1),
+        (!out.is_empty()).then_some(u64::from(quantease_gguf::formats::qe::FORMAT_VERSION)),
         "{}: quantease.format_version",
         path.display()
     );
@@ -280,4 +280,104 @@ fn smollm2_qe_dequantizes_loads_and_evaluates_like_its_f16() {
         })
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+/// A tiny GGUF with one QE3_1 tensor (2 rows of 64, valid current-version bytes) and
+/// `quantease.format_version` = `version` (absent for `None`).
+fn qe_file_with_version(path: &Path, version: Option<u32>) {
+    use quantease_gguf::formats::qe::{quantize_row_rtn, QeFormat, FORMAT_VERSION_KEY};
+    use quantease_gguf::formats::GgmlType;
+    use quantease_gguf::gguf::{GgufWriter, MetaValue, TensorPlan};
+    let mut md = vec![(
+        "general.architecture".to_string(),
+        MetaValue::string("llama"),
+    )];
+    if let Some(v) = version {
+        md.push((FORMAT_VERSION_KEY.to_string(), MetaValue::U32(v)));
+    }
+    let plans = [TensorPlan {
+        name: "blk.0.attn_q.weight".into(),
+        dims: vec![64, 2],
+        ty: GgmlType::QE3_1,
+    }];
+    let fmt = QeFormat { bits: 3, pool: 1 };
+    let mut bytes = Vec::new();
+    let mut rng = common::Rng::new(3);
+    for _ in 0..2 {
+        let x: Vec<f32> = (0..64).map(|_| 0.05 * rng.normal()).collect();
+        let mut row = vec![0u8; fmt.row_bytes(64)];
+        quantize_row_rtn(fmt, &x, None, &mut row).unwrap();
+        bytes.extend_from_slice(&row);
+    }
+    let mut w = GgufWriter::create(path, &md, &plans).unwrap();
+    w.write_tensor(&bytes).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn files_of_another_qe_format_version_are_refused() {
+    use quantease_gguf::formats::qe::{FORMAT_VERSION, FORMAT_VERSION_KEY};
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, "Some text to evaluate. ".repeat(200)).unwrap();
+    let old = dir.path().join("old-v1.gguf");
+    qe_file_with_version(&old, Some(1));
+    let out = dir.path().join("out.gguf");
+    let v1_msg = "written by an older quantease-gguf (QE format version 1); re-convert";
+    let mut cases: Vec<Vec<&str>> = vec![
+        vec!["inspect", s(&old)],
+        vec!["dequantize", s(&old), s(&out), "--type", "F16"],
+        vec!["convert", s(&old), s(&out), "--type", "Q8_0"],
+    ];
+    if cfg!(feature = "llama") {
+        cases.push(vec![
+            "perplexity",
+            s(&old),
+            "--text",
+            s(&text),
+            "--chunks",
+            "1",
+        ]);
+    }
+    for args in &cases {
+        let o = run(args);
+        assert!(!o.status.success(), "{args:?} accepted a version 1 file");
+        let e = stderr(&o);
+        assert!(
+            e.contains(s(&old)) && e.contains(FORMAT_VERSION_KEY) && e.contains(v1_msg),
+            "{args:?}: {e}"
+        );
+        assert!(!out.exists(), "{args:?} wrote an output");
+    }
+    // The library's readers give the typed error.
+    match GgufSource::open(&old) {
+        Err(quantease_gguf::source::SourceError::QeVersion(e)) => {
+            assert!(e.to_string().contains(v1_msg), "{e}")
+        }
+        other => panic!("expected a QE version error, got {:?}", other.err()),
+    }
+    #[cfg(feature = "llama")]
+    {
+        use quantease_gguf::eval::{evaluate, EvalError, EvalOptions};
+        let e = evaluate(&old, None, "text", EvalOptions::default()).unwrap_err();
+        assert!(matches!(e, EvalError::QeVersion(_)), "{e}");
+    }
+    // No key at all, and a newer version: refused too.
+    let none = dir.path().join("no-key.gguf");
+    qe_file_with_version(&none, None);
+    let o = run(&["dequantize", s(&none), s(&out), "--type", "F16"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is missing"), "{}", stderr(&o));
+    let newer = dir.path().join("newer.gguf");
+    qe_file_with_version(&newer, Some(FORMAT_VERSION + 1));
+    let o = run(&["inspect", s(&newer)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("newer"), "{}", stderr(&o));
+    // The current version is read.
+    let cur = dir.path().join("current.gguf");
+    qe_file_with_version(&cur, Some(FORMAT_VERSION));
+    let o = run(&["inspect", s(&cur)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    convert(&["dequantize", s(&cur), s(&out), "--type", "F16", "--quiet"]);
+    assert!(out.exists());
 }

@@ -5,11 +5,17 @@
  * libquantease_formats.so, both built by `cargo build --release -p quantease-formats`.
  * Format specification: formats/SPEC.md.
  *
+ * QE FORMAT VERSION 2 (GGUF metadata quantease.format_version = 2; version 1 files are refused).
  * Types QE{b}_{s}: b = code bits (2, 3, 4), s = outlier-pool bytes per 32-weight block (0, 1, 2).
  * Type id = 200 + 3*(b-2) + s (ggml's own ids are all below 64). Block size 32 weights,
  * type_size = 2 + 4*b + s bytes. A row of n weights (n a multiple of 32, n <= 65504) takes
  * n/32 * type_size bytes: n/32 blocks of (2 + 4*b) bytes, then the row's outlier pool
- * (n/32*s bytes). Because the pool belongs to the whole row, every function below works on
+ * (n/32*s bytes). A block is two 8-bit scale codes u0, u1 (weights 0..15 and 16..31) and the
+ * 32 packed b-bit codes c; weight value = S(u) * T_b[c] (+ the pool's h at its column), with
+ * S(u) = (e ? (16 + m) << (e - 1) : m) * 2^-21, e = u >> 4, m = u & 15, and the level tables
+ *   T_2 = {-127, -28, 28, 127}
+ *   T_3 = {-127, -75, -40, -11, 11, 40, 75, 127}
+ *   T_4 = {-127, -102, -79, -60, -43, -29, -16, -5, 5, 16, 29, 43, 60, 79, 102, 127}. Because the pool belongs to the whole row, every function below works on
  * exactly ONE row: k (to_float, from_float) and n (vec_dot) must be the row width
  * (this is how ggml calls them for weights: get_rows and mul_mat pass ne00).
  *
@@ -41,6 +47,9 @@ extern "C" {
 #define QUANTEASE_TYPE_QE4_2 208
 #define QUANTEASE_TYPE_FIRST 200
 #define QUANTEASE_TYPE_COUNT 9
+
+/* The QE format version these kernels implement (GGUF key quantease.format_version). */
+#define QUANTEASE_FORMAT_VERSION 2
 
 /* Decode one row of k weights (x: the packed row, y: k floats). */
 typedef void (*quantease_to_float_t)(const void *x, float *y, int64_t k);

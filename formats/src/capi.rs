@@ -104,9 +104,9 @@ unsafe fn from_float_impl(fmt: QeFormat, x: *const f32, y: *mut c_void, k: i64) 
         qe::quantize_row_rtn(fmt, src, None, out).is_ok()
     }));
     if !matches!(ok, Ok(true)) {
-        // A valid all-zero row: zero scales and codes, every pool slot unused.
+        // A valid all-zero row: zero scale codes and codes, every pool slot unused.
         let zero_codes = vec![0u8; p];
-        let zero_scales = vec![0f32; p / QK];
+        let zero_scales = vec![0u8; p / qe::SUB];
         let _ = catch_unwind(AssertUnwindSafe(|| {
             qe::encode_row(fmt, &zero_scales, &zero_codes, &[], out)
         }));

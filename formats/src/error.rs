@@ -52,11 +52,22 @@ pub enum FormatError {
     InvalidField {
         /// The QE type.
         ty: GgmlType,
-        /// Which field (e.g. `outlier column`, `outlier value`, `block scale`, `code`).
+        /// Which field (e.g. `outlier column`, `outlier value`, `code`).
         field: &'static str,
         /// Position of the offending element (block, code, pool entry or byte index).
         index: usize,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// A file's QE format version (metadata key `quantease.format_version`) is not the one this
+    /// build reads.
+    #[error("{file}: metadata {key}: {reason}")]
+    FormatVersion {
+        /// The file.
+        file: String,
+        /// The metadata key.
+        key: &'static str,
+        /// What is wrong and what to do.
         reason: String,
     },
 }

@@ -1,5 +1,8 @@
 //! Builds `tests/c/test_quantease.c` against the static library (`libquantease_formats.a`) and
-//! `include/quantease.h` with the system C compiler (`$CC`, else `cc`), and runs it.
+//! `include/quantease.h` with the system C compiler (`$CC`, else `cc`), and runs it. The same C
+//! test also runs against `ggml-patch/testdouble/quantease_testdouble.c` (the C stand-in used to
+//! build the ggml patch without Rust), so both implementations are checked against the spec's
+//! formulas written out in the test.
 //!
 //! Skipped (with a message) only when no C compiler exists. The static library is the one cargo
 //! built for this test run (found next to the test binary); if it is missing it is built with
@@ -58,6 +61,47 @@ fn static_lib() -> PathBuf {
         .expect("libquantease_formats.a after cargo build")
 }
 
+/// Compile `tests/c/test_quantease.c` with `extra` (a library or C source) and run it.
+fn build_and_run(cc: &str, extra: &Path, what: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = tempfile_dir();
+    let exe = out_dir.join("test_quantease");
+    let output = Command::new(cc)
+        .arg("-std=c11")
+        .arg("-Wall")
+        .arg("-Wextra")
+        .arg("-O1")
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/test_quantease.c"))
+        .arg(extra)
+        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil"])
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("run the C compiler");
+    assert!(
+        output.status.success(),
+        "compiling/linking the C test against {} ({what}) failed:\n{}",
+        extra.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let warnings = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !warnings.contains("warning"),
+        "C compiler warnings ({what}):\n{warnings}"
+    );
+    let run = Command::new(&exe).output().expect("run the C test");
+    println!("{what}:\n{}", String::from_utf8_lossy(&run.stdout));
+    assert!(
+        run.status.success(),
+        "C test against {what} failed:\n{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
 #[test]
 fn c_program_links_the_static_library_and_matches_the_spec() {
     let Some(cc) = compiler() else {
@@ -66,44 +110,19 @@ fn c_program_links_the_static_library_and_matches_the_spec() {
         );
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = static_lib();
-    let out_dir = tempfile_dir();
-    let exe = out_dir.join("test_quantease");
-    let output = Command::new(&cc)
-        .arg("-std=c11")
-        .arg("-Wall")
-        .arg("-Wextra")
-        .arg("-O1")
-        .arg("-I")
-        .arg(root.join("include"))
-        .arg(root.join("tests/c/test_quantease.c"))
-        .arg(&lib)
-        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil"])
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("run the C compiler");
-    assert!(
-        output.status.success(),
-        "compiling/linking the C test against {} failed:\n{}",
-        lib.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let warnings = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !warnings.contains("warning"),
-        "C compiler warnings:\n{warnings}"
-    );
-    let run = Command::new(&exe).output().expect("run the C test");
-    println!("{}", String::from_utf8_lossy(&run.stdout));
-    assert!(
-        run.status.success(),
-        "C test failed:\n{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let _ = std::fs::remove_dir_all(&out_dir);
+    build_and_run(&cc, &static_lib(), "libquantease_formats");
+}
+
+#[test]
+fn c_test_double_of_the_ggml_patch_matches_the_spec() {
+    let Some(cc) = compiler() else {
+        eprintln!("SKIPPED: no C compiler found — the C test double is not tested");
+        return;
+    };
+    let td = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ggml-patch/testdouble/quantease_testdouble.c");
+    assert!(td.exists(), "{} is missing", td.display());
+    build_and_run(&cc, &td, "the ggml-patch C test double");
 }
 
 /// A fresh directory under the system temp dir (no dev-dependency needed).

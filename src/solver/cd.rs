@@ -19,9 +19,14 @@
 //! `d`/`dmin`, the nearest integers ±1 for sub-block scales/mins), candidates are ranked by the
 //! quadratic model and the winner is accepted only if its exact change of the objective, with the
 //! f32-decoded values, is negative. Every step therefore never increases the objective.
+//!
+//! QE grids have no super-block scale: each 16-weight sub-block's 8-bit scale code is refitted the
+//! same way, the continuous optimum of its scale mapped to the nearest code and the codes ±2
+//! around it ranked by the (exact, linear-in-scale) quadratic, see `refit_qe_scales`.
 
-use super::grid::{Params, Spec};
+use super::grid::{Params, Spec, Target};
 use super::sigma::{Block, Op};
+use quantease_formats::qe;
 
 /// The solver state of a block of consecutive rows.
 pub(crate) struct Chunk {
@@ -120,7 +125,7 @@ impl Chunk {
         let mut params = Vec::with_capacity(rows * nsb);
         for r in 0..rows {
             let x = &ctx.w[(r0 + r) * p..(r0 + r + 1) * p];
-            let uni = (!spec.f16_scales()).then(|| spec.uniform_params(x));
+            let uni = spec.is_uniform().then(|| spec.uniform_params(x));
             for b in 0..nsb {
                 let s = b * spec.len..(b + 1) * spec.len;
                 let imp = importance.map(|i| &i[s.clone()]);
@@ -241,9 +246,13 @@ impl RowView<'_> {
         Some(change)
     }
 
-    /// Refit `(d, dmin)` of the super-block at `s0` given its codes.
+    /// Refit `(d, dmin)` of the super-block at `s0` given its codes (no-op for QE grids, which
+    /// have no super-block scale).
     fn refit_super(&mut self, pr: &mut Params, s0: usize, scratch: &mut Scratch) -> f64 {
         let spec = self.spec;
+        if matches!(spec.target, Target::Qe { .. }) {
+            return 0.0;
+        }
         let n = spec.len;
         let ls = s0 - self.c0;
         let has_min = spec.has_min();
@@ -300,6 +309,9 @@ impl RowView<'_> {
     /// Refit the integer scale/min of every sub-block of the super-block at `s0`.
     fn refit_subs(&mut self, pr: &mut Params, s0: usize, scratch: &mut Scratch) -> f64 {
         let spec = self.spec;
+        if matches!(spec.target, Target::Qe { .. }) {
+            return self.refit_qe_scales(pr, s0, scratch);
+        }
         let (slo, shi) = spec.scale_range;
         if spec.n_sub == 1 || slo == shi {
             return 0.0;
@@ -344,6 +356,55 @@ impl RowView<'_> {
             let mut trial = *pr;
             trial.sc[j] = best.1;
             trial.mn[j] = best.2;
+            total += self.apply_params(pr, trial, s0, j..j + 1, scratch);
+        }
+        total
+    }
+
+    /// Refit the 8-bit scale code of every sub-block of the QE block at `s0` given its codes.
+    ///
+    /// The values `S(u)·T[c_i]` are linear in the scale `S`, so the change of the objective for a
+    /// new scale `S' = S + δ` is exactly the quadratic `−2δ·Tᵀg + δ²·TᵀΣ_SS T` (`T` the levels of
+    /// the sub-block's codes, `g` its residual product). Its continuous minimiser `S* = S + δ*` is
+    /// mapped to the nearest code `u* = scale_code(S*)`; since `S(u)` is increasing and the
+    /// quadratic convex, the best code lies next to `u*`, and the codes `u*−2 ..= u*+2` are ranked
+    /// by that quadratic at their exact `S(u)`. The winner is applied only if the exact change,
+    /// recomputed from the f32-decoded values, is negative.
+    fn refit_qe_scales(&mut self, pr: &mut Params, s0: usize, scratch: &mut Scratch) -> f64 {
+        let spec = self.spec;
+        let n = spec.sub_len;
+        let mut total = 0.0;
+        for j in 0..spec.n_sub {
+            let a0 = s0 + j * n;
+            let la = a0 - self.c0;
+            scratch.u.clear();
+            scratch.v.clear();
+            scratch.u.extend(
+                self.codes[a0..a0 + n]
+                    .iter()
+                    .map(|&c| spec.levels[c as usize]),
+            );
+            let (h, b) = scratch.normal(self.blk, la, &self.g[la..la + n], false);
+            let t = solve2(h, b, false);
+            let cur = pr.sc[j];
+            let s_cur = spec.ab(pr, j).0;
+            let u_star = qe::scale_code((s_cur as f64 + t[0]) as f32) as i32;
+            let mut best = (0.0f64, cur);
+            for u in (u_star - 2).max(0)..=(u_star + 2).min(255) {
+                if u == cur {
+                    continue;
+                }
+                let ds = qe::scale_value(u as u8) as f64 - s_cur as f64;
+                let f = model(&h, &b, [ds, 0.0]);
+                if f < best.0 {
+                    best = (f, u);
+                }
+            }
+            if best.1 == cur {
+                continue;
+            }
+            let mut trial = *pr;
+            trial.sc[j] = best.1;
             total += self.apply_params(pr, trial, s0, j..j + 1, scratch);
         }
         total
@@ -541,4 +602,129 @@ pub(crate) fn sweep(ctx: &Ctx<'_>, ch: &mut Chunk, refit: bool, g: &mut Vec<f32>
         c0 += nb;
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sigma::Sigma;
+    use super::super::tests::{activations, gram, Rng};
+    use super::*;
+
+    /// `e Σ eᵀ` in f64 for one row.
+    fn quad(sigma: &Sigma, e: &[f32]) -> f64 {
+        let p = e.len();
+        (0..p)
+            .map(|i| {
+                let t: f64 = (0..p)
+                    .map(|j| {
+                        let s = match sigma {
+                            Sigma::Full(m) => m.get(i, j) as f64,
+                            _ => unreachable!(),
+                        };
+                        s * e[j] as f64
+                    })
+                    .sum();
+                e[i] as f64 * t
+            })
+            .sum()
+    }
+
+    /// Objective of one QE block with codes `codes` and scale codes `u`.
+    fn block_objective(spec: &Spec, sigma: &Sigma, w: &[f32], codes: &[u8], u: [i32; 2]) -> f64 {
+        let e: Vec<f32> = (0..32)
+            .map(|i| w[i] - qe::scale_value(u[i / 16] as u8) * spec.levels[codes[i] as usize])
+            .collect();
+        quad(sigma, &e)
+    }
+
+    /// With the codes fixed, the refit picks, for each sub-block in turn (the other's scale as it
+    /// is at that moment), the scale code minimising the exact objective over all 256 codes —
+    /// including blocks whose best scale is 0-ish or beyond the largest code.
+    #[test]
+    fn qe_scale_refit_finds_the_best_code_for_fixed_codes() {
+        let p = 32;
+        let sigma = gram(&activations(p, 64, 5));
+        let op = Op::new(&sigma, p, 0.0);
+        let mut rng = Rng::new(99);
+        let mut n_changed = 0;
+        for bits in [2u8, 3, 4] {
+            let spec = Spec::qe(bits, 0).unwrap();
+            for trial in 0..40 {
+                let mag = [1e-5, 1e-3, 0.02, 0.3, 40.0][trial % 5];
+                let w: Vec<f32> = (0..p).map(|_| (mag * rng.normal()) as f32).collect();
+                let ctx = Ctx {
+                    spec: &spec,
+                    op: &op,
+                    w: &w,
+                    p,
+                    block_cols: p,
+                };
+                let codes: Vec<u8> = (0..p)
+                    .map(|_| (rng.uniform() * spec.levels.len() as f64) as u8)
+                    .collect();
+                let u0 = [
+                    (rng.uniform() * 256.0) as i32,
+                    (rng.uniform() * 256.0) as i32,
+                ];
+                let mut pr = Params {
+                    d: 1.0,
+                    dmin: 0.0,
+                    sc: [0; crate::solver::grid::MAX_SUB],
+                    mn: [-1; crate::solver::grid::MAX_SUB],
+                };
+                pr.sc[..2].copy_from_slice(&u0);
+                let mut ch = Chunk::from_parts(&ctx, 0, 1, vec![pr], codes.clone());
+                let mut g = vec![0f32; p];
+                op.block_product(&ch.e, 1, 0, p, &mut g);
+                let blk = op.block(0, p);
+                let mut view = RowView {
+                    spec: &spec,
+                    blk: &blk,
+                    g: &mut g,
+                    what: &mut ch.what,
+                    e: &mut ch.e,
+                    codes: &mut ch.codes,
+                    w: &w,
+                    c0: 0,
+                    first: 0,
+                    lim: p,
+                };
+                let before = block_objective(&spec, &sigma, &w, &codes, u0);
+                let change = view.refit_qe_scales(&mut pr, 0, &mut Scratch::default());
+                let got = [pr.sc[0], pr.sc[1]];
+                let after = block_objective(&spec, &sigma, &w, &codes, got);
+                let tag = format!("QE{bits} trial {trial} (|w| ~ {mag}): {u0:?} → {got:?}");
+                assert!(
+                    change <= 0.0 && after <= before,
+                    "{tag}: {before} → {after}"
+                );
+                assert!(
+                    (before + change - after).abs() <= 1e-5 * before.max(1e-30),
+                    "{tag}: tracked change {change} vs {}",
+                    after - before
+                );
+                // Sub-block 0 given the old scale of sub-block 1, then 1 given the new 0.
+                let best0 = (0..256)
+                    .map(|u| block_objective(&spec, &sigma, &w, &codes, [u, u0[1]]))
+                    .fold(f64::INFINITY, f64::min);
+                let at0 = block_objective(&spec, &sigma, &w, &codes, [got[0], u0[1]]);
+                assert!(
+                    at0 <= best0 * (1.0 + 1e-5) + 1e-30,
+                    "{tag}: sub 0 {at0} vs best {best0}"
+                );
+                let best1 = (0..256)
+                    .map(|u| block_objective(&spec, &sigma, &w, &codes, [got[0], u]))
+                    .fold(f64::INFINITY, f64::min);
+                assert!(
+                    after <= best1 * (1.0 + 1e-5) + 1e-30,
+                    "{tag}: sub 1 {after} vs best {best1}"
+                );
+                n_changed += (got != u0) as usize;
+            }
+        }
+        assert!(
+            n_changed > 100,
+            "the refit changed only {n_changed} of 120 blocks"
+        );
+    }
 }

@@ -94,7 +94,7 @@ pub(crate) fn run(
     }
     let uni: Vec<Option<Params>> = (0..rows)
         .map(|r| {
-            (!spec.f16_scales())
+            spec.is_uniform()
                 .then(|| spec.uniform_params(&ctx.w[(r0 + r) * p..(r0 + r + 1) * p]))
         })
         .collect();

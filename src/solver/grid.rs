@@ -10,6 +10,12 @@
 //! types are the case `n_sub = 1`, `sc = 1` (and `mn = −1`, so `dmin` is Q4_1's additive `m`). All
 //! products are evaluated in f32 exactly as ggml's decoders do, so [`Spec::value`] is bit-exact with
 //! `dequantize_row` (tested).
+//!
+//! The QE formats (version 2) have no super-block scale: a 32-weight block is two sub-blocks of
+//! 16, each with an 8-bit scale code `u` (kept in `sc_j`, `d` unused and 1) decoding to
+//! `S(u)·T_b[c]` with `S` the format's monotonic e4m4 scale map (`qe::scale_value`) and `T_b` its
+//! non-uniform level table; the effective scale of sub-block `j` is then `S(sc_j)` instead of
+//! `d·sc_j` ([`Spec::ab`]).
 
 use quantease_formats::float::{f16_to_f32, f32_to_f16};
 use quantease_formats::iq4::{IQ4NlBlock, IQ4XsBlock, KVALUES_IQ4NL};
@@ -32,8 +38,9 @@ pub enum Target {
         /// Bits per weight (1..=8).
         bits: u32,
     },
-    /// A QE block format (`QE{bits}_{pool}`, see `formats/SPEC.md`): 32-weight blocks with an f16
-    /// scale `d` and half-integer levels `d·(c − (2^bits − 1)/2)`, plus a per-row outlier pool of
+    /// A QE block format (`QE{bits}_{pool}`, format version 2, see `formats/SPEC.md`): 32-weight
+    /// blocks of two 16-weight sub-blocks, each with an 8-bit scale code `u` and values
+    /// `S(u)·T_bits[c]` on the format's non-uniform level table, plus a per-row outlier pool of
     /// `floor(nb·pool/4)` additive f16 values (handled by the solver's outlier step, not here).
     Qe {
         /// Code bits (2, 3 or 4).
@@ -46,11 +53,11 @@ pub enum Target {
 /// Scales of one super-block.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Params {
-    /// Super-block scale (an f16 value for ggml types).
+    /// Super-block scale (an f16 value for ggml types; unused and 1 for QE grids).
     pub d: f32,
     /// Super-block min scale (Q4_1/Q5_1: the additive offset `m`; unused without a min).
     pub dmin: f32,
-    /// Integer sub-block scales.
+    /// Integer sub-block scales (QE grids: the 8-bit scale codes `u`, 0..=255).
     pub sc: [i32; MAX_SUB],
     /// Integer sub-block mins.
     pub mn: [i32; MAX_SUB],
@@ -71,7 +78,7 @@ pub struct Spec {
     pub levels: Vec<f32>,
     /// True if `levels` are consecutive integers (O(1) nearest search).
     pub unit_levels: bool,
-    /// Range of the integer sub-block scales.
+    /// Range of the integer sub-block scales (QE grids: of the scale codes).
     pub scale_range: (i32, i32),
     /// Range of the integer sub-block mins, if the type subtracts a min.
     pub min_range: Option<(i32, i32)>,
@@ -88,7 +95,7 @@ impl Spec {
     pub fn for_type(ty: GgmlType) -> Option<Spec> {
         use GgmlType::*;
         if let Some(f) = QeFormat::from_type(ty) {
-            return Some(Spec::qe(f.bits, f.pool));
+            return Spec::qe(f.bits, f.pool);
         }
         let legacy = |levels: Vec<f32>, unit: bool, min: bool| Spec {
             target: Target::Ggml(ty),
@@ -145,20 +152,31 @@ impl Spec {
         })
     }
 
-    /// The QE grid `QE{bits}_{pool}`: blocks of 32 weights, one f16 scale, half-integer levels
-    /// `−(2^bits−1)/2 … +(2^bits−1)/2` (no zero), no min.
-    pub fn qe(bits: u8, pool: u8) -> Spec {
-        let n = 1i32 << bits;
-        Spec {
+    /// The QE grid `QE{bits}_{pool}` (format version 2): blocks of 32 weights in two sub-blocks
+    /// of [`qe::SUB`] = 16, each with an 8-bit scale code (`sc_j`, range 0..=255, decoding to
+    /// `qe::scale_value`), the format's level table `T_bits` (non-uniform, ascending, no zero), no
+    /// min, no super-block scale (`d` = 1, unused). `None` unless bits ∈ 2..=4 and pool ∈ 0..=2.
+    pub fn qe(bits: u8, pool: u8) -> Option<Spec> {
+        let fmt = QeFormat::new(bits, pool)?;
+        Some(Spec {
             target: Target::Qe { bits, pool },
-            len: 32,
-            n_sub: 1,
-            sub_len: 32,
-            levels: (0..n).map(|c| c as f32 - (n - 1) as f32 / 2.0).collect(),
-            unit_levels: true,
-            scale_range: (1, 1),
+            len: qe::QK,
+            n_sub: qe::QK / qe::SUB,
+            sub_len: qe::SUB,
+            levels: fmt.levels(),
+            unit_levels: false,
+            scale_range: (0, 255),
             min_range: None,
             refit: true,
+        })
+    }
+
+    /// The QE format (without pool: the block layout) if this is a QE grid.
+    #[inline]
+    pub fn qe_block_format(&self) -> Option<QeFormat> {
+        match self.target {
+            Target::Qe { bits, .. } => Some(QeFormat { bits, pool: 0 }),
+            _ => None,
         }
     }
 
@@ -191,9 +209,14 @@ impl Spec {
         self.min_range.is_some()
     }
 
-    /// True if `d`/`dmin` are stored as f16.
+    /// True if `d`/`dmin` are stored as f16 (the ggml types).
     pub fn f16_scales(&self) -> bool {
-        matches!(self.target, Target::Ggml(_) | Target::Qe { .. })
+        matches!(self.target, Target::Ggml(_))
+    }
+
+    /// True for the per-row uniform grid (its scales come from [`Spec::uniform_params`]).
+    pub fn is_uniform(&self) -> bool {
+        matches!(self.target, Target::Uniform { .. })
     }
 
     /// Packed bytes per super-block (0 for the uniform grid).
@@ -201,13 +224,16 @@ impl Spec {
         match self.target {
             Target::Ggml(ty) => ty.type_size(),
             Target::Uniform { .. } => 0,
-            Target::Qe { bits, .. } => 2 + 4 * bits as usize,
+            Target::Qe { bits, .. } => QeFormat { bits, pool: 0 }.block_bytes(),
         }
     }
 
-    /// Effective `(a, b)` of sub-block `j`: value = `a·T[c] − b`.
+    /// Effective `(a, b)` of sub-block `j`: value = `a·T[c] − b` (QE grids: `a = S(sc_j)`).
     #[inline]
     pub fn ab(&self, pr: &Params, j: usize) -> (f32, f32) {
+        if let Target::Qe { .. } = self.target {
+            return (qe::scale_value(pr.sc[j].clamp(0, 255) as u8), 0.0);
+        }
         let a = pr.d * pr.sc[j] as f32;
         let b = if self.has_min() {
             pr.dmin * pr.mn[j] as f32
@@ -266,7 +292,8 @@ impl Spec {
         best
     }
 
-    /// Unpack one packed super-block into scales and code indices.
+    /// Unpack one packed super-block into scales and code indices (QE grids: one block of the
+    /// row, without the row's outlier pool).
     ///
     /// # Panics
     /// For the uniform grid (it has no packed form) or a too short `bytes`.
@@ -277,6 +304,23 @@ impl Spec {
             sc: [1; MAX_SUB],
             mn: [-1; MAX_SUB],
         };
+        if let Some(fmt) = self.qe_block_format() {
+            let mut u = [0u8; qe::QK / qe::SUB];
+            let mut outl = Vec::new();
+            qe::decode_row(
+                fmt,
+                &bytes[..fmt.block_bytes()],
+                &mut u,
+                &mut codes[..qe::QK],
+                &mut outl,
+            )
+            .expect("every QE block without pool decodes");
+            pr.d = 1.0;
+            for (s, &v) in pr.sc.iter_mut().zip(&u) {
+                *s = v as i32;
+            }
+            return pr;
+        }
         let Target::Ggml(ty) = self.target else {
             panic!("the uniform grid has no packed form")
         };
@@ -346,11 +390,27 @@ impl Spec {
         pr
     }
 
-    /// Pack one super-block (`codes.len() == self.len`) into `out[..self.block_bytes()]`.
+    /// Pack one super-block (`codes.len() == self.len`) into `out[..self.block_bytes()]` (QE
+    /// grids: one block of a row; the row's outlier pool is written by `qe::encode_row`).
     ///
     /// # Panics
-    /// For the uniform grid or a too short `out`.
+    /// For the uniform grid, a too short `out`, or (QE grids) codes or scale codes out of range.
     pub fn pack(&self, pr: &Params, codes: &[u8], out: &mut [u8]) {
+        if let Some(fmt) = self.qe_block_format() {
+            let mut u = [0u8; qe::QK / qe::SUB];
+            for (v, &s) in u.iter_mut().zip(&pr.sc) {
+                *v = u8::try_from(s).expect("QE scale codes are 0..=255");
+            }
+            qe::encode_row(
+                fmt,
+                &u,
+                &codes[..qe::QK],
+                &[],
+                &mut out[..fmt.block_bytes()],
+            )
+            .expect("QE codes are below 2^bits");
+            return;
+        }
         let Target::Ggml(ty) = self.target else {
             panic!("the uniform grid has no packed form")
         };
@@ -421,8 +481,8 @@ impl Spec {
     }
 
     /// Round-to-nearest start for one super-block `x` with per-weight `importance`: the formats
-    /// crate's weighted quantiser for ggml types; nearest level on the fixed row grid otherwise
-    /// (`uniform` gives that grid).
+    /// crate's weighted quantiser for ggml and QE types (`qe::quantize_row_rtn` on one block, no
+    /// outliers); nearest level on the fixed row grid otherwise (`uniform` gives that grid).
     pub fn rtn_block(
         &self,
         x: &[f32],
@@ -437,7 +497,14 @@ impl Spec {
                     .expect("finite inputs of block length were checked by the caller");
                 self.unpack(&buf, codes)
             }
-            Target::Qe { .. } => self.qe_rtn_block(x, importance, codes),
+            Target::Qe { bits, .. } => {
+                let fmt = QeFormat { bits, pool: 0 };
+                let mut buf = [0u8; 18];
+                let buf = &mut buf[..fmt.block_bytes()];
+                qe::quantize_row_rtn(fmt, &x[..qe::QK], importance.map(|i| &i[..qe::QK]), buf)
+                    .expect("finite inputs of block length were checked by the caller");
+                self.unpack(buf, codes)
+            }
             Target::Uniform { .. } => {
                 let pr = *uniform.expect("uniform grid needs its row params");
                 let (a, b) = self.ab(&pr, 0);
@@ -446,29 +513,6 @@ impl Spec {
                 }
                 pr
             }
-        }
-    }
-
-    /// Weighted round-to-nearest on the QE grid for one 32-weight block: the formats crate's
-    /// QE quantiser (`qe::quantize_row_rtn`, no outliers on a single block).
-    fn qe_rtn_block(&self, x: &[f32], importance: Option<&[f32]>, codes: &mut [u8]) -> Params {
-        let Target::Qe { bits, .. } = self.target else {
-            unreachable!("QE grids only")
-        };
-        let fmt = QeFormat { bits, pool: 0 };
-        let mut buf = [0u8; 18];
-        let buf = &mut buf[..fmt.row_bytes(x.len())];
-        qe::quantize_row_rtn(fmt, x, importance, buf)
-            .expect("finite inputs of block length were checked by the caller");
-        let mut d = [0f32; 1];
-        let mut outl = Vec::new();
-        qe::decode_row(fmt, buf, &mut d, &mut codes[..x.len()], &mut outl)
-            .expect("the encoder writes valid rows");
-        Params {
-            d: d[0],
-            dmin: 0.0,
-            sc: [1; MAX_SUB],
-            mn: [-1; MAX_SUB],
         }
     }
 
@@ -543,9 +587,87 @@ mod tests {
     }
 
     #[test]
-    fn nearest_is_the_closest_decoded_value() {
-        for ty in TYPES {
+    fn qe_unpack_value_pack_is_bit_exact_with_the_decoder() {
+        let mut s = 777u64;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
+        };
+        let p = 512;
+        for fmt in QeFormat::ALL {
+            let ty = fmt.to_type().unwrap();
             let spec = Spec::for_type(ty).unwrap();
+            assert_eq!((spec.len, spec.n_sub, spec.sub_len), (32, 2, 16), "{ty}");
+            // Ordinary weights, a few large ones (pool), a block of tiny weights and a block
+            // beyond the largest scale (clamped to code 255).
+            let mut x: Vec<f32> = (0..p).map(|_| rnd() * 0.05).collect();
+            x[37] = 0.9;
+            x[300] = -1.3;
+            for v in &mut x[64..96] {
+                *v *= 1e-4;
+            }
+            for v in &mut x[128..160] {
+                *v *= 1e4;
+            }
+            let mut bytes = vec![0u8; fmt.row_bytes(p)];
+            qe::quantize_row_rtn(fmt, &x, None, &mut bytes).unwrap();
+            let mut deq = vec![0f32; p];
+            qe::dequantize_row(fmt, &bytes, &mut deq).unwrap();
+            let mut u = vec![0u8; p / qe::SUB];
+            let mut all = vec![0u8; p];
+            let mut outl = Vec::new();
+            qe::decode_row(fmt, &bytes, &mut u, &mut all, &mut outl).unwrap();
+            assert!(
+                u[128 / 16..160 / 16].iter().all(|&c| c == 255),
+                "{ty}: {u:?}"
+            );
+            let mut h = vec![None; p];
+            for &(j, v) in &outl {
+                h[j as usize] = Some(v);
+            }
+            let bb = fmt.block_bytes();
+            let nb = p / 32;
+            let mut repacked = bytes.clone();
+            repacked[..nb * bb].fill(0);
+            for k in 0..nb {
+                let mut codes = [0u8; 32];
+                let pr = spec.unpack(&bytes[k * bb..(k + 1) * bb], &mut codes);
+                assert_eq!(&codes[..], &all[k * 32..(k + 1) * 32], "{ty} block {k}");
+                assert_eq!([pr.sc[0], pr.sc[1]], [u[2 * k] as i32, u[2 * k + 1] as i32]);
+                for i in 0..32 {
+                    let (a, b) = spec.ab(&pr, i / spec.sub_len);
+                    let v = spec.value(a, b, codes[i]);
+                    // The contract's formula, independently of `levels`.
+                    let want =
+                        qe::scale_value(u[2 * k + i / 16]) * fmt.table()[codes[i] as usize] as f32;
+                    assert_eq!(v.to_bits(), want.to_bits(), "{ty} weight {}", 32 * k + i);
+                    let v = h[32 * k + i].map_or(v, |hv| v + hv);
+                    assert_eq!(
+                        v.to_bits(),
+                        deq[32 * k + i].to_bits(),
+                        "{ty} weight {}",
+                        32 * k + i
+                    );
+                }
+                spec.pack(&pr, &codes, &mut repacked[k * bb..(k + 1) * bb]);
+            }
+            assert_eq!(repacked, bytes, "{ty}: pack(unpack(b)) == b");
+        }
+    }
+
+    #[test]
+    fn nearest_is_the_closest_decoded_value() {
+        let qe_specs = QeFormat::ALL
+            .iter()
+            .map(|f| Spec::for_type(f.to_type().unwrap()).unwrap());
+        for spec in TYPES
+            .iter()
+            .map(|&ty| Spec::for_type(ty).unwrap())
+            .chain(qe_specs)
+        {
+            let ty = format!("{:?}", spec.target);
             for &(a, b) in &[(0.013f32, 0.0f32), (-0.02, 0.0), (0.011, -0.05), (0.5, 0.3)] {
                 let b = if spec.has_min() { b } else { 0.0 };
                 for k in -300..300 {
@@ -559,6 +681,13 @@ mod tests {
                         best,
                         "{ty} a={a} b={b} beta={beta}"
                     );
+                    if let Target::Qe { bits, .. } = spec.target {
+                        // The formats crate's own nearest level agrees (up to exact ties).
+                        let f = QeFormat { bits, pool: 0 };
+                        let c2 = f.nearest_code(beta / a);
+                        let e2 = (spec.value(a, b, c2) - beta).abs();
+                        assert!(e2 <= best * (1.0 + 1e-6) + 1e-9, "{ty} a={a} beta={beta}");
+                    }
                 }
             }
         }

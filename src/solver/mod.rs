@@ -67,7 +67,8 @@ pub struct SolveOptions {
     pub damp: f64,
     /// GPTQ visits columns by decreasing `Σ_jj`.
     pub act_order: bool,
-    /// Refit block scales between code updates (ggml types).
+    /// Refit block scales between code updates (ggml types: super-block and sub-block scales; QE
+    /// grids: the sub-block scale codes).
     pub refit_scales: bool,
     /// Also start CD from GPTQ (when Σ is full) and keep the better start.
     pub gptq_init: bool,
@@ -329,13 +330,11 @@ pub fn solve_qe(
     method: Method,
     opts: &SolveOptions,
 ) -> Result<Solution, SolverError> {
-    if !(2..=4).contains(&bits) || pool > 2 {
-        return Err(SolverError::Shape {
-            tensor: name.to_string(),
-            what: format!("no QE format with {bits} bits and pool {pool}"),
-        });
-    }
-    solve_spec(name, w, q, p, sigma, &Spec::qe(bits, pool), method, opts)
+    let spec = Spec::qe(bits, pool).ok_or_else(|| SolverError::Shape {
+        tensor: name.to_string(),
+        what: format!("no QE format with {bits} bits and pool {pool}"),
+    })?;
+    solve_spec(name, w, q, p, sigma, &spec, method, opts)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -564,11 +563,18 @@ fn solve_spec(
             out.par_chunks_mut(rb * opts.chunk_rows.max(1))
                 .zip(chunks.par_iter())
                 .try_for_each(|(o, ch)| {
-                    let mut scales = vec![0f32; nsb];
+                    let n_sub = spec.n_sub;
+                    let mut scales = vec![0u8; nsb * n_sub];
                     let mut list: Vec<(u16, f32)> = Vec::new();
                     for r in 0..ch.rows {
-                        for (s, pr) in scales.iter_mut().zip(&ch.params[r * nsb..(r + 1) * nsb]) {
-                            *s = pr.d;
+                        for (s, pr) in scales
+                            .chunks_exact_mut(n_sub)
+                            .zip(&ch.params[r * nsb..(r + 1) * nsb])
+                        {
+                            for (u, &v) in s.iter_mut().zip(&pr.sc) {
+                                // Scale codes stay in 0..=255 (the refit's candidate range).
+                                *u = v.clamp(0, 255) as u8;
+                            }
                         }
                         list.clear();
                         if let Some(l) = ch.outl.get(r) {

@@ -21,8 +21,9 @@
 //! objective never increases.
 //!
 //! The start ([`rtn_start`]) is the formats crate's RTN: the `cap` weights of largest
-//! `|w|·sqrt(Σ_jj)` of each row become outliers, the block scales are fitted on the remaining
-//! weights (the outliers get zero importance) and `h = w − ŵ` is stored at the outlier positions.
+//! `|w|·sqrt(Σ_jj)` of each row become outliers, the sub-block scale codes are fitted on the
+//! remaining weights (the outliers get zero importance) and `h = w − ŵ` is stored at the outlier
+//! positions.
 
 use super::cd::{Chunk, Ctx};
 use super::grid::{Params, MAX_SUB};
@@ -68,7 +69,8 @@ pub(crate) fn rtn_start(
     let mut params = Vec::with_capacity(rows * nb);
     let mut outl = Vec::with_capacity(rows);
     let mut buf = vec![0u8; fmt.row_bytes(p)];
-    let mut scales = vec![0f32; nb];
+    let n_sub = spec.n_sub;
+    let mut scales = vec![0u8; nb * n_sub];
     let mut list = Vec::new();
     for r in 0..rows {
         let x = &ctx.w[(r0 + r) * p..(r0 + r + 1) * p];
@@ -80,11 +82,17 @@ pub(crate) fn rtn_start(
             &mut codes[r * p..(r + 1) * p],
             &mut list,
         )?;
-        params.extend(scales.iter().map(|&d| Params {
-            d,
-            dmin: 0.0,
-            sc: [1; MAX_SUB],
-            mn: [-1; MAX_SUB],
+        params.extend(scales.chunks_exact(n_sub).map(|u| {
+            let mut sc = [0; MAX_SUB];
+            for (s, &v) in sc.iter_mut().zip(u) {
+                *s = v as i32;
+            }
+            Params {
+                d: 1.0,
+                dmin: 0.0,
+                sc,
+                mn: [-1; MAX_SUB],
+            }
         }));
         outl.push(list.iter().map(|&(j, h)| (j as u32, h)).collect());
     }

@@ -75,10 +75,56 @@ fn qe_objective_never_increases_and_matches_the_values() {
                     s.objective
                 );
                 assert!(s.objective <= s.rtn_objective, "{tag}: worse than RTN");
-                let cap = Spec::qe(bits, pool).outlier_capacity(p);
+                let cap = Spec::qe(bits, pool).unwrap().outlier_capacity(p);
                 assert!(s.outliers <= cap * q, "{tag}: pool overfull");
                 assert_eq!(s.outliers == 0, cap == 0, "{tag}: pool not used");
             }
+        }
+    }
+}
+
+#[test]
+fn qe_quantease_beats_gptq_beats_rtn_under_a_full_sigma() {
+    let (q, p) = (32, 512);
+    let sigma = gram(&activations(p, 2 * p, 7));
+    let w = weights(q, p, 11);
+    let o = SolveOptions {
+        iters: 6,
+        ..Default::default()
+    };
+    for bits in [2, 3, 4] {
+        for pool in [0, 1, 2] {
+            let run = |m| solve_qe("t", &w, q, p, &sigma, bits, pool, m, &o).unwrap();
+            let (rtn, gptq, qe) = (run(Method::Rtn), run(Method::Gptq), run(Method::QuantEase));
+            let tag = format!("QE{bits}_{pool}");
+            eprintln!(
+                "{tag}: rel error RTN {:.3e}  GPTQ {:.3e}  QuantEase {:.3e} (from {}, {} sweeps)",
+                rtn.rel_error,
+                gptq.rel_error,
+                qe.rel_error,
+                qe.init.name(),
+                qe.sweeps
+            );
+            for s in [&rtn, &gptq, &qe] {
+                let n = naive(&decode(bits, pool, &s.bytes, q, p), &w, q, p, &sigma);
+                assert!(
+                    (n - s.objective).abs() <= 1e-4 * n,
+                    "{tag}: naive {n} vs {}",
+                    s.objective
+                );
+            }
+            assert!(
+                gptq.objective <= rtn.objective,
+                "{tag}: GPTQ worse than RTN"
+            );
+            assert!(
+                qe.objective <= gptq.objective,
+                "{tag}: QuantEase worse than GPTQ"
+            );
+            assert!(
+                qe.objective < 0.9 * rtn.objective,
+                "{tag}: CD should clearly beat RTN under a full Σ"
+            );
         }
     }
 }
@@ -190,4 +236,30 @@ fn study_qe() {
             }
         }
     }
+}
+
+#[test]
+fn invalid_qe_formats_are_errors_naming_the_tensor() {
+    let (q, p) = (2, 64);
+    let w = weights(q, p, 71);
+    for (bits, pool) in [(1, 0), (5, 0), (3, 3)] {
+        let e = solve_qe(
+            "blk.3.ffn_up.weight",
+            &w,
+            q,
+            p,
+            &Sigma::Identity,
+            bits,
+            pool,
+            Method::QuantEase,
+            &opts(),
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("blk.3.ffn_up.weight") && msg.contains("no QE format"),
+            "{msg}"
+        );
+    }
+    assert!(Spec::qe(4, 3).is_none() && Spec::qe(2, 0).is_some());
 }

@@ -11,9 +11,11 @@ pub struct GgufSource {
 }
 
 impl GgufSource {
-    /// Open and validate a GGUF file.
+    /// Open and validate a GGUF file; a file with QE tensors must carry this build's QE format
+    /// version ([`crate::qe_version::check`]).
     pub fn open(path: &Path) -> Result<Self, SourceError> {
         let file = GgufFile::open(path)?;
+        crate::qe_version::check(path, file.header())?;
         let tensors = file
             .header()
             .tensors

@@ -58,6 +58,9 @@ pub enum SourceError {
     /// A Hugging Face model directory cannot be converted (config, tokenizer, tensor names).
     #[error(transparent)]
     Hf(hf::HfError),
+    /// The file holds QE tensors of another QE format version.
+    #[error(transparent)]
+    QeVersion(#[from] crate::qe_version::QeVersionError),
     /// Decoding a tensor's rows failed.
     #[error("{path}: tensor '{tensor}' row {row}: {source}")]
     Decode {

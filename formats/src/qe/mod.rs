@@ -1,11 +1,13 @@
-//! The QuantEase (QE) block formats: `QE{b}_{s}`, `b` code bits ∈ {2, 3, 4}, `s` outlier-pool
-//! bytes per 32-weight block ∈ {0, 1, 2}. Full specification: `formats/SPEC.md`.
+//! The QuantEase (QE) block formats, **format version 2**: `QE{b}_{s}`, `b` code bits ∈
+//! {2, 3, 4}, `s` outlier-pool bytes per 32-weight block ∈ {0, 1, 2}. Full specification:
+//! `formats/SPEC.md`.
 //!
 //! # Row layout (a row of `p = 32·nb` weights, `nb·(2 + 4b + s)` bytes)
 //!
 //! ```text
 //! [ block 0 | block 1 | … | block nb−1 ][ outlier pool: nb·s bytes ]
-//! block (2 + 4b bytes) = f16 d (LE) + 32 b-bit codes, packed per bit width:
+//! block (2 + 4b bytes) = u0, u1 (8-bit scale codes of weights 0..15 and 16..31)
+//!                        + 32 b-bit codes, packed per bit width:
 //!   b = 2: qs[8]            byte j bits 2k..2k+1 = code of weight j + 8k   (j < 8, k < 4)
 //!   b = 3: qs[8] + qh[4]    low 2 bits as for b = 2; u32 LE qh bit i = bit 2 of code i
 //!   b = 4: qs[16]           byte j low nibble = weight j, high nibble = weight j + 16
@@ -14,12 +16,15 @@
 //!        then nb·s mod 4 zero bytes.
 //! ```
 //!
-//! Value of weight `i` of block `k`: `d·(c − (2^b − 1)/2)` (f32 product of the f16 scale and the
-//! half-integer level), plus `h` (f32 addition) if column `32k + i` has a pool entry.
+//! Value of weight `i` of block `k`: `S(u_{i/16})·T_b[c_i]` (f32 product, exact: at most 12
+//! significant bits), plus `h` (f32 addition) if column `32k + i` has a pool entry. `S` is the
+//! "e4m4" scale code ([`scale_value`]): `e = u >> 4, m = u & 15`,
+//! `S(u) = (e == 0 ? m : (16 + m) << (e − 1))·2⁻²¹`; `T_b` is the format's level table
+//! ([`QeFormat::table`], i8, ascending, symmetric).
 //!
-//! The packing is chosen so that SIMD unpacking is a handful of instructions: 2-bit planes are a
-//! 64-bit broadcast and per-lane shifts by 0/2/4/6 (weights come out in natural order), the third
-//! bit is a 32-bit mask (one `vpmovm2b`/compare), 4-bit codes are Q4_0's nibble layout.
+//! The code packing is version 1's: 2-bit planes are a 64-bit broadcast and per-lane shifts by
+//! 0/2/4/6 (weights come out in natural order), the third bit is a 32-bit mask, 4-bit codes are
+//! Q4_0's nibble layout; levels are then one byte shuffle of the table.
 //!
 //! # Row-level pool: one row at a time
 //!
@@ -42,6 +47,8 @@ use crate::types::GgmlType;
 
 /// Weights per QE block.
 pub const QK: usize = 32;
+/// Weights per scale (sub-block): a block has two 8-bit scale codes.
+pub const SUB: usize = 16;
 /// GGUF type id of `QE2_0`, the first QE type (`200 + 3·(b − 2) + s`).
 pub const QE_TYPE_FIRST: u32 = 200;
 /// Number of QE types (ids `200..=208`).
@@ -54,8 +61,94 @@ pub const UNUSED_COLUMN: u16 = 0xFFFF;
 pub const POOL_ENTRY_BYTES: usize = 4;
 /// GGUF metadata key written (u32) when a file holds any QE tensor.
 pub const FORMAT_VERSION_KEY: &str = "quantease.format_version";
-/// Value of [`FORMAT_VERSION_KEY`] for the format described here.
-pub const FORMAT_VERSION: u32 = 1;
+/// Value of [`FORMAT_VERSION_KEY`] for the format described here. Readers refuse every other
+/// value ([`check_format_version`]).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Level table of the 2-bit formats.
+pub const TABLE_2: [i8; 4] = [-127, -28, 28, 127];
+/// Level table of the 3-bit formats.
+pub const TABLE_3: [i8; 8] = [-127, -75, -40, -11, 11, 40, 75, 127];
+/// Level table of the 4-bit formats.
+pub const TABLE_4: [i8; 16] = [
+    -127, -102, -79, -60, -43, -29, -16, -5, 5, 16, 29, 43, 60, 79, 102, 127,
+];
+
+/// `2⁻²¹`, the unit of the scale codes.
+const SCALE_UNIT: f32 = 1.0 / (1u32 << 21) as f32;
+
+/// Integer significand·2^exponent of `S(u)` in units of `2⁻²¹` (≤ 31·2¹⁴ = 507904).
+const fn scale_units(u: u8) -> u32 {
+    let (e, m) = ((u >> 4) as u32, (u & 15) as u32);
+    if e == 0 {
+        m
+    } else {
+        (16 + m) << (e - 1)
+    }
+}
+
+/// `S(u)` for every code, `SCALES[u] = scale_value(u)`.
+pub(crate) static SCALES: [f32; 256] = {
+    let mut t = [0f32; 256];
+    let mut u = 0;
+    while u < 256 {
+        t[u] = scale_units(u as u8) as f32 * SCALE_UNIT;
+        u += 1;
+    }
+    t
+};
+
+/// The scale `S(u)` of scale code `u` (exact in f32; 0 for `u = 0`, at most
+/// `S(255) = 31·2⁻⁷ = 0.2421875`, strictly increasing in `u`).
+#[inline]
+pub fn scale_value(u: u8) -> f32 {
+    SCALES[u as usize]
+}
+
+/// The scale code whose [`scale_value`] is nearest to `v`: `v ≤ 0` or NaN → 0,
+/// `v ≥ S(255)` → 255, ties → the lower code.
+pub fn scale_code(v: f32) -> u8 {
+    if v.is_nan() || v <= 0.0 {
+        return 0;
+    }
+    if v >= SCALES[255] {
+        return 255;
+    }
+    // First code with S(hi) > v; then S(hi − 1) ≤ v < S(hi), hi ≥ 1.
+    let hi = SCALES.partition_point(|&s| s <= v);
+    let (lo_v, hi_v) = (SCALES[hi - 1] as f64, SCALES[hi] as f64);
+    // f64 differences are exact whenever v is near the midpoint (same binade as the scales).
+    if v as f64 - lo_v <= hi_v - v as f64 {
+        (hi - 1) as u8
+    } else {
+        hi as u8
+    }
+}
+
+/// Check a file's [`FORMAT_VERSION_KEY`] value before reading its QE tensors: `Ok` only for
+/// [`FORMAT_VERSION`]. `found` is the key's value (`None` when the file has QE tensors but no
+/// such key); `file` names the file in the error.
+pub fn check_format_version(file: &str, found: Option<u64>) -> Result<(), FormatError> {
+    if found == Some(FORMAT_VERSION as u64) {
+        return Ok(());
+    }
+    let reason = match found {
+        None => "the key is missing but the file has QE tensors".to_string(),
+        Some(v) if v < FORMAT_VERSION as u64 => format!(
+            "QE format version {v} was written by an older quantease-gguf; re-convert the model \
+             (this build reads version {FORMAT_VERSION} only)"
+        ),
+        Some(v) => format!(
+            "QE format version {v} is newer than this build understands (it reads version \
+             {FORMAT_VERSION} only); update quantease-gguf"
+        ),
+    };
+    Err(FormatError::FormatVersion {
+        file: file.to_string(),
+        key: FORMAT_VERSION_KEY,
+        reason,
+    })
+}
 
 /// One QE format: `bits` per code (2, 3 or 4) and `pool` bytes of outlier pool per block (0, 1
 /// or 2). Functions taking a `QeFormat` return [`FormatError::BadQeFormat`] for other values.
@@ -129,10 +222,10 @@ impl QeFormat {
 
     /// Largest code `2^b − 1`.
     pub const fn max_code(self) -> u8 {
-        ((1u16 << self.bits) - 1) as u8
+        ((1u16 << (self.bits & 7)) - 1) as u8
     }
 
-    /// Bytes of a block without its pool share: `2 + 4b` (f16 scale + 32 b-bit codes).
+    /// Bytes of a block without its pool share: `2 + 4b` (two scale codes + 32 b-bit codes).
     pub const fn block_bytes(self) -> usize {
         2 + 4 * self.bits as usize
     }
@@ -157,22 +250,64 @@ impl QeFormat {
         p / QK * self.pool as usize / POOL_ENTRY_BYTES
     }
 
-    /// The grid levels in units of the block scale, ascending: `c − (2^b − 1)/2` for every code
-    /// `c` (b = 2: −1.5, −0.5, 0.5, 1.5).
-    pub fn levels(self) -> Vec<f32> {
-        (0..=self.max_code()).map(|c| self.level(c)).collect()
+    /// The level table `T_b` (`2^b` entries, ascending, symmetric, `±127` at the ends). Empty for
+    /// an invalid format.
+    pub const fn table(self) -> &'static [i8] {
+        match self.bits {
+            2 => &TABLE_2,
+            3 => &TABLE_3,
+            4 => &TABLE_4,
+            _ => &[],
+        }
     }
 
-    /// The level of code `c`: `c − (2^b − 1)/2` (exact in f32).
+    /// The level `T_b[c]` as f32. Only the low `b` bits of `c` count (as in the packing);
+    /// 0 for an invalid format.
     #[inline]
     pub fn level(self, c: u8) -> f32 {
-        c as f32 - self.max_code() as f32 * 0.5
+        let t = self.table();
+        if t.is_empty() {
+            0.0
+        } else {
+            t[c as usize & (t.len() - 1)] as f32
+        }
     }
 
-    /// Decoded grid value of code `c` under scale `d`, exactly as every decoder computes it.
+    /// All levels as f32, ascending (`T_b` in code order).
+    pub fn levels(self) -> Vec<f32> {
+        self.table().iter().map(|&t| t as f32).collect()
+    }
+
+    /// Decoded grid value of code `c` under scale `s` (normally `s = scale_value(u)`):
+    /// `s·level(c)`, exactly as every decoder computes it.
     #[inline]
-    pub fn value(self, d: f32, c: u8) -> f32 {
-        d * self.level(c)
+    pub fn value(self, s: f32, c: u8) -> f32 {
+        s * self.level(c)
+    }
+
+    /// The code whose level is nearest to `y` (in level units, e.g. `x/s`); ties → the lower
+    /// code; NaN → 0.
+    #[inline]
+    pub fn nearest_code(self, y: f32) -> u8 {
+        let t = self.table();
+        // Number of midpoints strictly below y (midpoints of i8 levels are exact in f32).
+        t.windows(2)
+            .filter(|w| y > 0.5 * (w[0] as f32 + w[1] as f32))
+            .count() as u8
+    }
+
+    /// The code whose decoded value `value(s, c)` is nearest to `x`, compared exactly (the
+    /// products `s·midpoint` are exact for every scale code's `s`); ties → the lower code.
+    /// With `s = 0` every code decodes to 0 and the answer is 0.
+    #[inline]
+    pub fn best_code(self, s: f32, x: f32) -> u8 {
+        if s == 0.0 {
+            return 0;
+        }
+        let t = self.table();
+        t.windows(2)
+            .filter(|w| x > s * (0.5 * (w[0] as f32 + w[1] as f32)))
+            .count() as u8
     }
 }
 
@@ -338,36 +473,21 @@ fn parse_pool(
     Ok(used)
 }
 
-/// Read and check the f16 scale of block `k` (finite).
-#[inline]
-fn block_scale(fmt: QeFormat, block: &[u8], k: usize) -> Result<f32, FormatError> {
-    let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
-    if d.is_finite() {
-        Ok(d)
-    } else {
-        Err(invalid(
-            fmt,
-            "block scale",
-            k,
-            format!("scale is not finite ({d})"),
-        ))
-    }
-}
-
-/// Pack one row: per-block scales (`nb` values, rounded to f16), codes (`p` values in
-/// `0..2^b`), and outliers `(column, h)` (at most [`QeFormat::capacity`]; any order, distinct
-/// columns `< p`, `h` finite and within f16 range) into `out` (exactly `fmt.row_bytes(p)` bytes).
+/// Pack one row: scale codes (`p/16` values, one per 16-weight sub-block, any byte), codes
+/// (`p` values in `0..2^b`), and outliers `(column, h)` (at most [`QeFormat::capacity`]; any
+/// order, distinct columns `< p`, `h` finite and within f16 range) into `out` (exactly
+/// `fmt.row_bytes(p)` bytes).
 ///
 /// `p = codes.len()` must be a multiple of 32 and at most [`MAX_WIDTH`]. Errors name the field.
 pub fn encode_row(
     fmt: QeFormat,
-    scales: &[f32],
+    scale_codes: &[u8],
     codes: &[u8],
     outliers: &[(u16, f32)],
     out: &mut [u8],
 ) -> Result<(), FormatError> {
     let p = codes.len();
-    let nb = check_row_lengths(fmt, p, scales.len(), out.len())?;
+    let nb = check_row_lengths(fmt, p, scale_codes.len(), out.len())?;
     let cap = fmt.capacity(p);
     if outliers.len() > cap {
         return Err(invalid(
@@ -385,19 +505,6 @@ pub fn encode_row(
             i,
             format!("code {} exceeds {max}", codes[i]),
         ));
-    }
-    let mut d_bits = Vec::with_capacity(nb);
-    for (k, &d) in scales.iter().enumerate() {
-        let b = f32_to_f16(d);
-        if !f16_to_f32(b).is_finite() {
-            return Err(invalid(
-                fmt,
-                "scales",
-                k,
-                format!("scale {d} is not finite in f16"),
-            ));
-        }
-        d_bits.push(b);
     }
     let mut pool: Vec<(u16, u16)> = Vec::with_capacity(outliers.len());
     for (e, &(col, h)) in outliers.iter().enumerate() {
@@ -432,12 +539,13 @@ pub fn encode_row(
 
     let bb = fmt.block_bytes();
     let (blocks, pool_bytes) = out.split_at_mut(nb * bb);
-    for ((blk, cs), &db) in blocks
+    for ((blk, cs), us) in blocks
         .chunks_exact_mut(bb)
         .zip(codes.chunks_exact(QK))
-        .zip(&d_bits)
+        .zip(scale_codes.chunks_exact(2))
     {
-        blk[0..2].copy_from_slice(&db.to_le_bytes());
+        blk[0] = us[0];
+        blk[1] = us[1];
         pack_codes(fmt.bits, cs, &mut blk[2..]);
     }
     pool_bytes.fill(0);
@@ -449,8 +557,8 @@ pub fn encode_row(
     Ok(())
 }
 
-/// The checks [`encode_row`] and [`decode_row`] share: a valid width `p`, one scale per block
-/// and a packed row of exactly [`QeFormat::row_bytes`]. Returns the number of blocks.
+/// The checks [`encode_row`] and [`decode_row`] share: a valid width `p`, one scale code per
+/// 16 weights and a packed row of exactly [`QeFormat::row_bytes`]. Returns the number of blocks.
 fn check_row_lengths(
     fmt: QeFormat,
     p: usize,
@@ -458,8 +566,8 @@ fn check_row_lengths(
     n_bytes: usize,
 ) -> Result<usize, FormatError> {
     let nb = check_width(fmt, p)?;
-    if n_scales != nb {
-        return Err(length_mismatch(fmt, "scales", n_scales, nb));
+    if n_scales != p / SUB {
+        return Err(length_mismatch(fmt, "scale codes", n_scales, p / SUB));
     }
     if n_bytes != fmt.row_bytes(p) {
         return Err(length_mismatch(
@@ -472,30 +580,29 @@ fn check_row_lengths(
     Ok(nb)
 }
 
-/// Unpack and validate one row of `codes.len()` weights: scales (`nb`, as f32 from the stored
-/// f16), codes (`p`) and the used outlier entries `(column, h)` (cleared first), in pool order.
+/// Unpack and validate one row of `codes.len()` weights: scale codes (`p/16`), codes (`p`) and
+/// the used outlier entries `(column, h)` (cleared first), in pool order.
 ///
-/// Rejects (naming the field): wrong lengths, non-finite scales, pool columns `≥ p`,
-/// non-increasing columns, used entries after unused ones, unused entries with a non-zero value,
-/// non-finite `h`, non-zero trailing pool bytes.
+/// Rejects (naming the field): wrong lengths, pool columns `≥ p`, non-increasing columns, used
+/// entries after unused ones, unused entries with a non-zero value, non-finite `h`, non-zero
+/// trailing pool bytes. Every scale byte is valid (all 256 codes decode to finite scales).
 pub fn decode_row(
     fmt: QeFormat,
     bytes: &[u8],
-    scales: &mut [f32],
+    scale_codes: &mut [u8],
     codes: &mut [u8],
     outliers: &mut Vec<(u16, f32)>,
 ) -> Result<(), FormatError> {
     let p = codes.len();
-    let nb = check_row_lengths(fmt, p, scales.len(), bytes.len())?;
+    let nb = check_row_lengths(fmt, p, scale_codes.len(), bytes.len())?;
     let bb = fmt.block_bytes();
     let (blocks, pool) = bytes.split_at(nb * bb);
-    for (k, ((blk, cs), s)) in blocks
+    for ((blk, cs), us) in blocks
         .chunks_exact(bb)
         .zip(codes.chunks_exact_mut(QK))
-        .zip(scales.iter_mut())
-        .enumerate()
+        .zip(scale_codes.chunks_exact_mut(2))
     {
-        *s = block_scale(fmt, blk, k)?;
+        us.copy_from_slice(&blk[..2]);
         unpack_codes(fmt.bits, &blk[2..], cs);
     }
     outliers.clear();
@@ -505,7 +612,7 @@ pub fn decode_row(
 
 /// Decode one row of `y.len()` weights to f32, validating it like [`decode_row`].
 ///
-/// `y[j] = d·(c − (2^b − 1)/2)` (+ `h` if column `j` is in the pool).
+/// `y[j] = S(u_{j/16})·T_b[c_j]` (+ `h` if column `j` is in the pool).
 pub fn dequantize_row(fmt: QeFormat, bytes: &[u8], y: &mut [f32]) -> Result<(), FormatError> {
     let p = y.len();
     let nb = check_width(fmt, p)?;
@@ -519,21 +626,29 @@ pub fn dequantize_row(fmt: QeFormat, bytes: &[u8], y: &mut [f32]) -> Result<(), 
     }
     let bb = fmt.block_bytes();
     let (blocks, pool) = bytes.split_at(nb * bb);
-    let mut codes = [0u8; QK];
-    for (k, (blk, out)) in blocks
-        .chunks_exact(bb)
-        .zip(y.chunks_exact_mut(QK))
-        .enumerate()
-    {
-        let d = block_scale(fmt, blk, k)?;
-        unpack_codes(fmt.bits, &blk[2..], &mut codes);
-        for (o, &c) in out.iter_mut().zip(&codes) {
-            *o = fmt.value(d, c);
-        }
-    }
+    decode_blocks(fmt, blocks, y);
     parse_pool(fmt, pool, p, |c, h| y[c] += h)?;
     Ok(())
 }
 
+/// The grid values of `y.len()/32` blocks (no pool): `S(u)·T_b[c]`.
+pub(crate) fn decode_blocks(fmt: QeFormat, blocks: &[u8], y: &mut [f32]) {
+    let bb = fmt.block_bytes();
+    let mut codes = [0u8; QK];
+    for (blk, out) in blocks.chunks_exact(bb).zip(y.chunks_exact_mut(QK)) {
+        unpack_codes(fmt.bits, &blk[2..], &mut codes);
+        for (h, (o, cs)) in out
+            .chunks_exact_mut(SUB)
+            .zip(codes.chunks_exact(SUB))
+            .enumerate()
+        {
+            let s = scale_value(blk[h]);
+            for (o, &c) in o.iter_mut().zip(cs) {
+                *o = fmt.value(s, c);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,67 +1,135 @@
-//! Importance-weighted round-to-nearest (RTN) quantiser for the QE formats, with outliers.
+//! Importance-weighted round-to-nearest (RTN) quantiser for the QE formats (version 2), with
+//! outliers.
 //!
 //! For a row `x` (`p` weights) and importances `v` (default 1; negative/NaN count as 0):
 //!
 //! 1. **Outlier candidates**: the `capacity(p)` entries with the largest `|xᵢ|·sqrt(vᵢ)` (ties:
 //!    lower column first), among entries with a positive score.
-//! 2. **Grid fit**: per block, the candidates get weight 0 and the f16 scale `d` minimising
-//!    `Σ vᵢ (xᵢ − d·levelᵢ)²` over the remaining weights is searched: RTN codes for the inverse
-//!    scales `(L − 0.2 + 0.1·k)/amax`, `k = 0..=17` (`L` = top level `(2^b − 1)/2`, `amax` the
-//!    block's largest non-candidate `|x|`; the upper end stretches the top level by up to 1.5
-//!    steps, i.e. clipping), their least-squares scales and f16 neighbours, `amax/L`, then
-//!    least-squares refits ([`search::search_grid_scale`]). Every code is then the exact nearest
-//!    decoded value for that `d` (outliers included: their code is the nearest, usually clamped,
-//!    grid value).
-//! 3. **Outlier values**: each candidate stores `h = xᵢ − d·levelᵢ` rounded to f16 (clamped to
+//! 2. **Grid fit**, per 16-weight sub-block: the candidates get weight 0 and the scale code `u`
+//!    minimising `Σ vᵢ (xᵢ − S(u)·T[cᵢ])²` over the remaining weights (each `cᵢ` the nearest
+//!    level for that scale) is searched: the codes of the scales `amax/127·(0.7 + 0.03k)`,
+//!    `k = 0..=20` (`amax` = the sub-block's largest non-candidate `|x|`; below 1 the top level
+//!    clips, above 1 the inner levels spread), then, from every evaluated code, the
+//!    least-squares scale `Σ v x T / Σ v T²` of its codes, whose code and the neighbours ±1, ±2
+//!    are evaluated too; the refits are repeated from the best code until it stops changing
+//!    (at most 4 rounds). Ties → the lower `u`. A best scale above `S(255)` clamps to 255 (the
+//!    pool may then correct the largest weights). Every code is then the exact nearest decoded
+//!    value for the stored scale ([`QeFormat::best_code`]; outliers included: their code is the
+//!    nearest, usually clamped, grid value).
+//! 3. **Outlier values**: each candidate stores `h = xᵢ − S·T[cᵢ]` rounded to f16 (clamped to
 //!    ±65504). **Rule for unused capacity**: a candidate is kept only if the rounded `h` strictly
 //!    lowers its weighted error, `vᵢ (xᵢ − ĝᵢ − h)² < vᵢ (xᵢ − ĝᵢ)²`; so entries whose value
 //!    already sits on the grid (h = 0), and zero-score entries, leave their slot unused
 //!    (column 0xFFFF). A row never has more outliers than it has such meaningful candidates.
 //!
-//! If a block's only positive-importance weights are all candidates, the remaining weights are
-//! fitted with unit importance (so they still get a sensible grid).
+//! If a sub-block's only positive-importance weights are all candidates, the remaining weights
+//! are fitted with unit importance (so they still get a sensible grid).
 
-use super::{encode_row, QeFormat, QK};
+use super::{encode_row, scale_code, QeFormat, SCALES, SUB};
 use crate::error::FormatError;
 use crate::float::{f16_to_f32, f32_to_f16};
-use crate::search::{self, fill_weights, round_fast, CodeGrid};
+use crate::search::fill_weights;
 
-/// The QE half-integer grid with top code `M = 2^b − 1`: levels `c − M/2`.
-pub(crate) struct HalfGrid<const M: u8>;
+/// Positive half of a symmetric level table (`T[N/2..]`) and the midpoints between its
+/// consecutive levels, as f32 (half-integers: exact).
+struct Half {
+    levels: [f32; 8],
+    mids: [f32; 7],
+    n: usize,
+}
 
-impl<const M: u8> CodeGrid for HalfGrid<M> {
-    const LEN: usize = M as usize + 1;
-    const MIN: f32 = -(M as f32) * 0.5;
-    const MAX: f32 = M as f32 * 0.5;
-
-    #[inline(always)]
-    fn value(c: usize) -> f32 {
-        c as f32 - M as f32 * 0.5
-    }
-
-    #[inline(always)]
-    fn nearest_in_range(r: f32) -> (usize, f32) {
-        let c = round_fast(r + M as f32 * 0.5);
-        (c as usize, c - M as f32 * 0.5)
+impl Half {
+    fn of(fmt: QeFormat) -> Half {
+        let t = fmt.table();
+        let pos = &t[t.len() / 2..];
+        let mut h = Half {
+            levels: [0.0; 8],
+            mids: [f32::INFINITY; 7],
+            n: pos.len(),
+        };
+        for (l, &v) in h.levels.iter_mut().zip(pos) {
+            *l = v as f32;
+        }
+        for (m, w) in h.mids.iter_mut().zip(pos.windows(2)) {
+            *m = 0.5 * (w[0] as f32 + w[1] as f32);
+        }
+        h
     }
 }
 
-/// Best f16 scale and codes for one block (weights `w` already zero at outlier candidates).
-fn fit_block<G: CodeGrid>(x: &[f32], w: &[f32], codes: &mut [u8]) -> f32 {
-    let amax = x
+/// Weighted error and least-squares statistics of one sub-block under scale `s`, codes nearest:
+/// `(Σ w (x − s·T)², Σ w x T, Σ w T²)`. Works on `|x|` against the positive half of the
+/// symmetric table (a tie between two levels has equal error either way).
+#[inline]
+fn eval(h: &Half, ax: &[f32; SUB], w: &[f32; SUB], s: f32) -> (f32, f32, f32) {
+    let mut thr = [f32::INFINITY; 7];
+    for (t, &m) in thr.iter_mut().zip(&h.mids[..h.n - 1]) {
+        *t = s * m;
+    }
+    let (mut err, mut sxt, mut stt) = (0f32, 0f32, 0f32);
+    for (&a, &wi) in ax.iter().zip(w) {
+        let k = thr.iter().filter(|&&t| a > t).count();
+        let lev = h.levels[k];
+        let e = a - s * lev;
+        err += wi * e * e;
+        sxt += wi * a * lev;
+        stt += wi * lev * lev;
+    }
+    (err, sxt, stt)
+}
+
+/// Best scale code of one sub-block (`w` already zero at outlier candidates; see the module docs).
+fn fit_sub(h: &Half, x: &[f32], w: &[f32; SUB]) -> u8 {
+    let mut ax = [0f32; SUB];
+    for (a, &v) in ax.iter_mut().zip(x) {
+        *a = v.abs();
+    }
+    let amax = ax
         .iter()
         .zip(w)
         .filter(|(_, &wi)| wi > 0.0)
-        .fold(0f32, |m, (&xi, _)| m.max(xi.abs()));
-    let d = if amax == 0.0 {
-        0.0
-    } else {
-        let ladder = (0..=17).map(move |k| (G::MAX - 0.2 + 0.1 * k as f32) / amax);
-        let bits = search::search_grid_scale::<G>(x, w, ladder, &[amax / G::MAX], 3).0;
-        f16_to_f32(bits)
+        .fold(0f32, |m, (&a, _)| m.max(a));
+    if amax == 0.0 {
+        return 0;
+    }
+    let mut seen = [false; 256];
+    // (error, u); ties to the lower u.
+    let mut best = (f32::INFINITY, 0u8);
+    let mut refits: Vec<u8> = Vec::with_capacity(32);
+    let mut try_code = |u: u8, refits: &mut Vec<u8>, best: &mut (f32, u8)| {
+        if std::mem::replace(&mut seen[u as usize], true) {
+            return;
+        }
+        let (err, sxt, stt) = eval(h, &ax, w, SCALES[u as usize]);
+        if err < best.0 || (err == best.0 && u < best.1) {
+            *best = (err, u);
+        }
+        if stt > 0.0 {
+            refits.push(scale_code(sxt / stt));
+        }
     };
-    search::grid_codes::<G>(x, d, codes);
-    d
+    let base = amax / 127.0;
+    for k in 0..=20 {
+        try_code(
+            scale_code(base * (0.7 + 0.03 * k as f32)),
+            &mut refits,
+            &mut best,
+        );
+    }
+    for _round in 0..4 {
+        let before = best.1;
+        let centres = std::mem::take(&mut refits);
+        for c in centres {
+            for d in -2i32..=2 {
+                let u = (c as i32 + d).clamp(0, 255) as u8;
+                try_code(u, &mut refits, &mut best);
+            }
+        }
+        if best.1 == before || refits.is_empty() {
+            break;
+        }
+    }
+    best.1
 }
 
 /// Outlier candidates of a row: indices of the `cap` largest positive scores `|x|·sqrt(v)`,
@@ -88,7 +156,8 @@ fn outlier_candidates(x: &[f32], importance: Option<&[f32]>, cap: usize) -> Vec<
 
 /// Quantise one row (`src.len()` weights, a multiple of 32, at most 65504) into `out`
 /// (`fmt.row_bytes(p)` bytes) with importance-weighted RTN and outliers (rules in the module
-/// docs). `importance`, when given, has one entry per weight. Non-finite inputs are an error.
+/// docs). `importance`, when given, has one entry per weight. Non-finite inputs are an error;
+/// every finite input is accepted (scales clamp to the largest scale code).
 pub fn quantize_row_rtn(
     fmt: QeFormat,
     src: &[f32],
@@ -96,8 +165,7 @@ pub fn quantize_row_rtn(
     out: &mut [u8],
 ) -> Result<(), FormatError> {
     let p = src.len();
-    let nb = super::check_width(fmt, p)?;
-    let ty = super::qe_type(fmt);
+    super::check_width(fmt, p)?;
     if let Some(imp) = importance {
         if imp.len() != p {
             return Err(super::length_mismatch(fmt, "importance", imp.len(), p));
@@ -110,12 +178,12 @@ pub fn quantize_row_rtn(
         return Err(FormatError::NonFinite { index, value });
     }
     if out.len() != fmt.row_bytes(p) {
-        return Err(FormatError::LengthMismatch {
-            ty,
-            what: "packed row",
-            got: out.len(),
-            expected: fmt.row_bytes(p),
-        });
+        return Err(super::length_mismatch(
+            fmt,
+            "packed row",
+            out.len(),
+            fmt.row_bytes(p),
+        ));
     }
 
     let cand = outlier_candidates(src, importance, fmt.capacity(p));
@@ -124,11 +192,12 @@ pub fn quantize_row_rtn(
         is_cand[i] = true;
     }
 
-    let mut scales = vec![0f32; nb];
+    let half = Half::of(fmt);
+    let mut scale_codes = vec![0u8; p / SUB];
     let mut codes = vec![0u8; p];
-    let mut w = [0f32; QK];
-    for (k, scale) in scales.iter_mut().enumerate() {
-        let r = k * QK..(k + 1) * QK;
+    let mut w = [0f32; SUB];
+    for (j, u) in scale_codes.iter_mut().enumerate() {
+        let r = j * SUB..(j + 1) * SUB;
         let x = &src[r.clone()];
         fill_weights(importance.map(|imp| &imp[r.clone()]), &mut w);
         for (wi, &c) in w.iter_mut().zip(&is_cand[r.clone()]) {
@@ -141,17 +210,16 @@ pub fn quantize_row_rtn(
                 *wi = if c { 0.0 } else { 1.0 };
             }
         }
-        let cs = &mut codes[r];
-        *scale = match fmt.bits {
-            2 => fit_block::<HalfGrid<3>>(x, &w, cs),
-            3 => fit_block::<HalfGrid<7>>(x, &w, cs),
-            _ => fit_block::<HalfGrid<15>>(x, &w, cs),
-        };
+        *u = fit_sub(&half, x, &w);
+        let s = SCALES[*u as usize];
+        for (c, &xi) in codes[r].iter_mut().zip(x) {
+            *c = fmt.best_code(s, xi);
+        }
     }
 
     let mut outliers = Vec::with_capacity(cand.len());
     for &i in &cand {
-        let g = fmt.value(scales[i / QK], codes[i]);
+        let g = fmt.value(SCALES[scale_codes[i / SUB] as usize], codes[i]);
         let h = f16_to_f32(f32_to_f16((src[i] - g).clamp(-65504.0, 65504.0)));
         let before = (src[i] - g).abs();
         let after = (src[i] - (g + h)).abs();
@@ -159,23 +227,13 @@ pub fn quantize_row_rtn(
             outliers.push((i as u16, h));
         }
     }
-    encode_row(fmt, &scales, &codes, &outliers, out)
+    encode_row(fmt, &scale_codes, &codes, &outliers, out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn half_grid_matches_levels() {
-        let f = QeFormat { bits: 3, pool: 0 };
-        for c in 0..8u8 {
-            assert_eq!(HalfGrid::<7>::value(c as usize), f.level(c));
-            assert_eq!(HalfGrid::<7>::nearest(f.level(c)), (c as usize, f.level(c)));
-        }
-        assert_eq!(HalfGrid::<3>::nearest(100.0), (3, 1.5));
-        assert_eq!(HalfGrid::<3>::nearest(-100.0), (0, -1.5));
-    }
+    use crate::qe::scale_value;
 
     #[test]
     fn candidates_pick_largest_weighted_magnitudes() {
@@ -186,5 +244,58 @@ mod tests {
         assert_eq!(outlier_candidates(&x, Some(&imp), 3), vec![2, 3, 5]);
         // Zero scores never become candidates.
         assert_eq!(outlier_candidates(&x, Some(&imp), 10), vec![0, 2, 3, 5]);
+    }
+
+    /// The fast |x| evaluation equals the exact error of the codes the encoder stores.
+    #[test]
+    fn eval_matches_the_exact_codes() {
+        let mut rng = crate::qe::tests::Rng(17);
+        for fmt in [
+            QeFormat { bits: 2, pool: 0 },
+            QeFormat { bits: 3, pool: 0 },
+            QeFormat { bits: 4, pool: 0 },
+        ] {
+            let h = Half::of(fmt);
+            for _ in 0..200 {
+                let mut x = [0f32; SUB];
+                let mut w = [0f32; SUB];
+                for i in 0..SUB {
+                    x[i] = 0.02 * rng.normal();
+                    w[i] = rng.uniform();
+                }
+                let u = (rng.below(200) + 40) as u8;
+                let s = scale_value(u);
+                let ax = x.map(f32::abs);
+                let (err, _, _) = eval(&h, &ax, &w, s);
+                let exact: f64 = (0..SUB)
+                    .map(|i| {
+                        let e = (x[i] - fmt.value(s, fmt.best_code(s, x[i]))) as f64;
+                        w[i] as f64 * e * e
+                    })
+                    .sum();
+                assert!(
+                    (err as f64 - exact).abs() <= 1e-5 * exact + 1e-30,
+                    "{fmt:?} u={u}: {err} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn search_is_never_worse_than_amax_over_127() {
+        let mut rng = crate::qe::tests::Rng(23);
+        let fmt = QeFormat { bits: 3, pool: 0 };
+        let h = Half::of(fmt);
+        for _ in 0..500 {
+            let x: Vec<f32> = (0..SUB).map(|_| 0.03 * rng.normal()).collect();
+            let w = [1f32; SUB];
+            let ax: [f32; SUB] = std::array::from_fn(|i| x[i].abs());
+            let amax = ax.iter().fold(0f32, |m, &a| m.max(a));
+            let u = fit_sub(&h, &x, &w);
+            let naive = scale_code(amax / 127.0);
+            let e = eval(&h, &ax, &w, scale_value(u)).0;
+            let e0 = eval(&h, &ax, &w, scale_value(naive)).0;
+            assert!(e <= e0, "{e} > {e0}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-/* C ABI test: quantise a row with from_float, decode it with to_float, and check both and
+/* C ABI test (QE format version 2): quantise a row with from_float, decode it with to_float, and check both and
  * vec_dot against a plain C reference written from the format spec (formats/SPEC.md).
  * Built and run by formats/tests/c_abi.rs. Exit status 0 = pass. */
 #include <math.h>
@@ -56,13 +56,24 @@ static int code_at(int bits, const uint8_t *qs, int i) {
     return c;
 }
 
-/* Reference decode from the spec: value = d*(c - (2^b-1)/2) (+ h from the pool). */
+/* Level tables T_b of format version 2 (SPEC.md 3.3). */
+static const int8_t T2[4] = {-127, -28, 28, 127};
+static const int8_t T3[8] = {-127, -75, -40, -11, 11, 40, 75, 127};
+static const int8_t T4[16] = {-127, -102, -79, -60, -43, -29, -16, -5, 5, 16, 29, 43, 60, 79, 102, 127};
+static int level(int bits, int c) { return bits == 2 ? T2[c] : bits == 3 ? T3[c] : T4[c]; }
+
+/* Scale code u ("e4m4"): e = u >> 4, m = u & 15, S = (e ? (16 + m) << (e - 1) : m) * 2^-21. */
+static float scale_value(uint8_t u) {
+    int e = u >> 4, m = u & 15;
+    return ldexpf((float)(e ? (16 + m) << (e - 1) : m), -21);
+}
+
+/* Reference decode from the spec: value = S(u[i/16]) * T[c] (+ h from the pool). */
 static void ref_decode(int bits, int pool, const uint8_t *row, int n, float *y) {
-    int nb = n / 32, bb = 2 + 4 * bits, m = (1 << bits) - 1;
+    int nb = n / 32, bb = 2 + 4 * bits;
     for (int k = 0; k < nb; k++) {
         const uint8_t *b = row + k * bb;
-        float d = f16_to_f32(rd16(b));
-        for (int i = 0; i < 32; i++) y[32 * k + i] = d * ((float)code_at(bits, b + 2, i) - m * 0.5f);
+        for (int i = 0; i < 32; i++) y[32 * k + i] = scale_value(b[i / 16]) * (float)level(bits, code_at(bits, b + 2, i));
     }
     const uint8_t *p = row + nb * bb;
     int cap = nb * pool / 4;
@@ -143,22 +154,25 @@ int main(void) {
                             : (bits == 2 ? 0.8 : bits == 3 ? 0.5 : 0.3);
         CHECK(rel < bound, "%s relative error %g >= %g", name, rel, bound);
 
-        /* vec_dot against the spec: sum_k (d_w/2)*d_q*sum_i (2c - M)*q + sum_pool h*d_q*q. */
+        /* vec_dot against the spec: sum_k d_q * sum_j S(u_j) * sum_{i in j} T[c_i]*q_i + sum_pool h*d_q*q. */
         float got = NAN;
         tr->vec_dot(n, &got, 0, row, 0, q8, 0, 1);
         double ref = 0, absum = 0;
-        int m = (1 << bits) - 1, bb = 2 + 4 * bits;
+        int bb = 2 + 4 * bits;
         for (int k = 0; k < nb; k++) {
             const uint8_t *b = row + k * bb;
-            double dw = f16_to_f32(rd16(b)), dq = f16_to_f32(rd16(q8 + 34 * k));
-            long isum = 0, iabs = 0;
-            for (int i = 0; i < 32; i++) {
-                long v = (long)(2 * code_at(bits, b + 2, i) - m) * (int8_t)q8[34 * k + 2 + i];
-                isum += v;
-                iabs += labs(v);
+            double dq = f16_to_f32(rd16(q8 + 34 * k));
+            for (int j = 0; j < 2; j++) {
+                double sj = scale_value(b[j]);
+                long isum = 0, iabs = 0;
+                for (int i = 16 * j; i < 16 * j + 16; i++) {
+                    long v = (long)level(bits, code_at(bits, b + 2, i)) * (int8_t)q8[34 * k + 2 + i];
+                    isum += v;
+                    iabs += labs(v);
+                }
+                ref += dq * sj * (double)isum;
+                absum += fabs(dq * sj) * (double)iabs;
             }
-            ref += 0.5 * dw * dq * (double)isum;
-            absum += fabs(0.5 * dw * dq) * (double)iabs;
         }
         const uint8_t *p = row + nb * bb;
         for (int e = 0; e < nb * pool / 4; e++) {

@@ -1,30 +1,41 @@
 //! Portable reference kernels. They define the results the SIMD kernels are tested against:
-//! per block an exact integer (or f32 lane-free) sum, scaled and added in block order, then the
-//! outlier pool in pool order.
+//! per 16-weight sub-block an exact integer (or f32, element order) sum, scaled and added in
+//! block order, then the outlier pool in pool order.
 
 use super::{pool_walk, BLOCK_Q8_0_BYTES};
 use crate::float::f16_to_f32;
-use crate::qe::{unpack_codes, QeFormat, QK};
+use crate::qe::{unpack_codes, QeFormat, QK, SCALES, SUB};
 
 #[inline]
 fn le16(b: &[u8]) -> u16 {
     u16::from_le_bytes([b[0], b[1]])
 }
 
-/// Exact integer part of one block against one Q8_0 block: `Σ (2c − M)·q`.
+/// Exact integer parts of one block against one Q8_0 block: `Σ T[c]·q` over weights 0..15 and
+/// over 16..31 (each |sum| ≤ 16·127·128 < 2¹⁸).
 #[inline]
-pub(crate) fn block_isum(fmt: QeFormat, blk: &[u8], q8: &[u8]) -> i32 {
+pub(crate) fn block_isums(fmt: QeFormat, blk: &[u8], q8: &[u8]) -> [i32; 2] {
     let mut codes = [0u8; QK];
     unpack_codes(fmt.bits, &blk[2..], &mut codes);
-    let m = fmt.max_code() as i32;
-    codes
-        .iter()
-        .zip(&q8[2..2 + QK])
-        .map(|(&c, &q)| (2 * c as i32 - m) * (q as i8 as i32))
-        .sum()
+    let t = fmt.table();
+    let mut s = [0i32; 2];
+    for (h, (cs, qs)) in codes
+        .chunks_exact(SUB)
+        .zip(q8[2..2 + QK].chunks_exact(SUB))
+        .enumerate()
+    {
+        s[h] = cs
+            .iter()
+            .zip(qs)
+            .map(|(&c, &q)| t[c as usize] as i32 * (q as i8 as i32))
+            .sum();
+    }
+    s
 }
 
-/// Dot product of one QE row with `p/32` Q8_0 blocks (lengths checked by the caller).
+/// Dot product of one QE row with `p/32` Q8_0 blocks (lengths checked by the caller): per block
+/// `d_q·(S(u0)·isum0 + S(u1)·isum1)` (each `S·isum` is exact in f32: ≤ 5 + 18 significant
+/// bits), added in block order, then the pool.
 pub(crate) fn dot_q8_0(fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> f32 {
     let nb = p / QK;
     let bb = fmt.block_bytes();
@@ -34,8 +45,10 @@ pub(crate) fn dot_q8_0(fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> f32 {
         .chunks_exact(bb)
         .zip(q8.chunks_exact(BLOCK_Q8_0_BYTES))
     {
-        let scale = 0.5 * f16_to_f32(le16(blk)) * f16_to_f32(le16(qb));
-        sum += scale * block_isum(fmt, blk, qb) as f32;
+        let [i0, i1] = block_isums(fmt, blk, qb);
+        let s0 = SCALES[blk[0] as usize];
+        let s1 = SCALES[blk[1] as usize];
+        sum += f16_to_f32(le16(qb)) * (s0 * i0 as f32 + s1 * i1 as f32);
     }
     sum + pool_q8_0(pool, q8, p)
 }
@@ -74,7 +87,7 @@ pub(crate) fn pool_f32(pool: &[u8], x: &[f32]) -> f32 {
 }
 
 /// Dot product of one QE row with f32 activations `x` (`x.len() = p`, checked by the caller):
-/// per block `d·Σ level·x` (f32, element order), blocks in order, then the pool.
+/// per sub-block `S(u)·Σ T[c]·x` (f32, element order), sub-blocks in order, then the pool.
 pub(crate) fn dot_f32(fmt: QeFormat, row: &[u8], x: &[f32]) -> f32 {
     let nb = x.len() / QK;
     let bb = fmt.block_bytes();
@@ -83,12 +96,14 @@ pub(crate) fn dot_f32(fmt: QeFormat, row: &[u8], x: &[f32]) -> f32 {
     let mut sum = 0f32;
     for (blk, xb) in blocks.chunks_exact(bb).zip(x.chunks_exact(QK)) {
         unpack_codes(fmt.bits, &blk[2..], &mut codes);
-        let s: f32 = codes
-            .iter()
-            .zip(xb)
-            .map(|(&c, &xi)| fmt.level(c) * xi)
-            .sum();
-        sum += f16_to_f32(le16(blk)) * s;
+        for (h, (cs, xs)) in codes
+            .chunks_exact(SUB)
+            .zip(xb.chunks_exact(SUB))
+            .enumerate()
+        {
+            let s: f32 = cs.iter().zip(xs).map(|(&c, &xi)| fmt.level(c) * xi).sum();
+            sum += SCALES[blk[h] as usize] * s;
+        }
     }
     sum + pool_f32(pool, x)
 }
@@ -99,15 +114,7 @@ pub(crate) fn dot_f32(fmt: QeFormat, row: &[u8], x: &[f32]) -> f32 {
 pub(crate) fn to_float(fmt: QeFormat, row: &[u8], y: &mut [f32]) {
     let p = y.len();
     let nb = p / QK;
-    let bb = fmt.block_bytes();
-    let (blocks, pool) = row.split_at(nb * bb);
-    let mut codes = [0u8; QK];
-    for (blk, out) in blocks.chunks_exact(bb).zip(y.chunks_exact_mut(QK)) {
-        let d = f16_to_f32(le16(blk));
-        unpack_codes(fmt.bits, &blk[2..], &mut codes);
-        for (o, &c) in out.iter_mut().zip(&codes) {
-            *o = fmt.value(d, c);
-        }
-    }
+    let (blocks, pool) = row.split_at(nb * fmt.block_bytes());
+    crate::qe::decode_blocks(fmt, blocks, y);
     pool_walk(pool, p, |col, h| y[col] += h);
 }

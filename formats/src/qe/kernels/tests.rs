@@ -1,24 +1,26 @@
 //! SIMD vs scalar kernels.
 //!
-//! Tolerance. Every kernel computes integer sums of `(2c − M)·q` exactly (per block in the
-//! scalar kernel, per 8 i32 lanes of a block in SIMD) and the block factor `s_k = 0.5·d_w·d_q`
-//! with the same f32 operations; the pool terms come from the same scalar walk. Only the order
-//! (and fusing) of the f32 additions of the `n` scaled terms `t` (≤ 8 lane sums per block, plus
-//! the pool terms) differs. Summation of `n` terms in f32 errs by at most `(n − 1)·u·Σ|t|`
-//! (u = 2⁻²⁴, first order), each product adds `u·|t|`, and the two kernels err independently.
-//! `Σ|t|` is bounded by the element-level `Σ_k |s_k|·Σ_i |(2c − M)·q|` (lane sums can cancel),
-//! so with `n = 8·nb + pool entries`
+//! Tolerance. Every kernel computes the integer sums `Σ T[c]·q` exactly (per 16-weight
+//! sub-block in the scalar kernel, per i32 lane of a sub-block in SIMD: lanes never mix the two
+//! halves of a block) and scales them by exact factors (`d_q·S(u)` has ≤ 11 + 5 significant
+//! bits, `S(u)·isum` ≤ 5 + 18: both exact in f32); the pool terms are bit-identical (same
+//! operations and lanes). Only the order (and fusing) of the f32 additions of the `n` scaled
+//! terms `t` (≤ 8 lane sums per block, plus the pool terms) differs. Summation of `n` terms in
+//! f32 errs by at most `(n − 1)·u·Σ|t|` (u = 2⁻²⁴, first order), each product adds `u·|t|`, and
+//! the two kernels err independently. `Σ|t|` is bounded by the element-level
+//! `Σ_blocks Σ_i |d_q·S(u_{i/16})·T[c_i]·q_i|` (lane sums can cancel), so with
+//! `n = 8·nb + pool entries`
 //!
-//! `|S_simd − S_scalar| ≤ 2·(n + 2)·ε·Σ_k |s_k|·Σ_i |(2c − M)·q|`, ε = f32::EPSILON = 2u
+//! `|S_simd − S_scalar| ≤ 2·(n + 2)·ε·Σ|terms|`, ε = f32::EPSILON = 2u
 //! (a further factor 2 of slack).
 //!
 //! The same bound with `n = p + pool + nb` terms covers the f32-activation dot. When every term
-//! and partial sum is exactly representable (power-of-two scales, small sums) both must agree
-//! exactly — which checks that the integer parts are exact.
+//! and partial sum is exactly representable (equal power-of-two scales, small sums) all kernels
+//! must agree exactly — which checks that the integer parts are exact.
 
 use super::*;
 use crate::qe::tests::{heavy_row, random_row, Rng};
-use crate::qe::{encode_row, quantize_row_rtn, UNUSED_COLUMN};
+use crate::qe::{encode_row, quantize_row_rtn, scale_value, SUB, UNUSED_COLUMN};
 
 /// Kernels to compare against the scalar reference on this machine.
 fn simd_kernels() -> Vec<Kernel> {
@@ -52,20 +54,19 @@ fn simd_dots(fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> Vec<(String, f32
 fn q8_abs_terms(fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> (f64, usize) {
     let nb = p / QK;
     let bb = fmt.block_bytes();
+    let t = fmt.table();
     let mut abs = 0f64;
     for k in 0..nb {
         let blk = &row[k * bb..(k + 1) * bb];
         let qb = &q8[k * BLOCK_Q8_0_BYTES..(k + 1) * BLOCK_Q8_0_BYTES];
-        let s = 0.5
-            * f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]))
-            * f16_to_f32(u16::from_le_bytes([qb[0], qb[1]]));
+        let dq = f16_to_f32(u16::from_le_bytes([qb[0], qb[1]])) as f64;
         let mut codes = [0u8; QK];
         crate::qe::unpack_codes(fmt.bits, &blk[2..], &mut codes);
-        let m = fmt.max_code() as i32;
-        let elem: i64 = (0..QK)
-            .map(|i| ((2 * codes[i] as i32 - m) * (qb[2 + i] as i8 as i32)).abs() as i64)
-            .sum();
-        abs += (s as f64).abs() * elem as f64;
+        for i in 0..QK {
+            let s = crate::qe::scale_value(blk[i / SUB]) as f64;
+            let e = (t[codes[i] as usize] as i32 * (qb[2 + i] as i8 as i32)).abs() as f64;
+            abs += (dq * s).abs() * e;
+        }
     }
     let mut n_pool = 0;
     pool_walk(&row[nb * bb..], p, |col, h| {
@@ -134,7 +135,7 @@ fn q8_raw(p: usize, d_bits: u16, code: impl Fn(usize) -> i8) -> Vec<u8> {
     q
 }
 
-const WIDTHS: [usize; 5] = [32, 64, 576, 1536, 65504];
+const WIDTHS: [usize; 8] = [32, 64, 96, 160, 576, 1536, 4096, 65504];
 
 #[test]
 fn report_kernels() {
@@ -164,24 +165,24 @@ fn random_rows_match_scalar() {
 
 #[test]
 fn exact_when_every_term_is_representable() {
-    // d_w = 1, d_q = 1: each block term is a half-integer ≤ 32·15·128/2, sums stay < 2^23 for
-    // p ≤ 576, so every kernel must give exactly the integer result.
+    // S = 2^-17 (u = 16) everywhere, d_q = 1: every term is a multiple of 2^-17 and the total
+    // |Σ T·q| ≤ 576·127·128 < 2^24, so every partial sum is exact and every kernel must give
+    // exactly the integer result.
     let mut rng = Rng(31);
     for fmt in QeFormat::ALL {
+        let t = fmt.table();
         for p in [32, 64, 96, 576] {
-            let nb = p / QK;
             let codes: Vec<u8> = (0..p)
                 .map(|_| rng.below(fmt.max_code() as usize + 1) as u8)
                 .collect();
             let mut row = vec![0u8; fmt.row_bytes(p)];
-            encode_row(fmt, &vec![1.0; nb], &codes, &[], &mut row).unwrap();
+            encode_row(fmt, &vec![16; p / SUB], &codes, &[], &mut row).unwrap();
             let qc: Vec<i8> = (0..p).map(|_| rng.below(256) as i32 as u8 as i8).collect();
             let q8 = q8_raw(p, 0x3c00, |i| qc[i]);
-            let m = fmt.max_code() as i64;
             let exact: i64 = (0..p)
-                .map(|i| (2 * codes[i] as i64 - m) * qc[i] as i64)
+                .map(|i| t[codes[i] as usize] as i64 * qc[i] as i64)
                 .sum();
-            let want = exact as f32 * 0.5;
+            let want = exact as f32 * scale_value(16);
             assert_eq!(scalar::dot_q8_0(fmt, &row, &q8, p), want);
             for (name, got) in simd_dots(fmt, &row, &q8, p) {
                 assert_eq!(got, want, "{fmt:?} p={p} {name}");
@@ -197,28 +198,33 @@ fn adversarial_rows_match_scalar() {
         let m = fmt.max_code();
         for p in WIDTHS {
             let nb = p / QK;
+            let ns = p / SUB;
             let cap = fmt.capacity(p);
             let mut row = vec![0u8; fmt.row_bytes(p)];
-            // Max codes, max f16 scales, activations at both ends of int8 (incl. −128).
-            let d_max = f16_to_f32(0x7bff);
-            encode_row(fmt, &vec![d_max; nb], &vec![m; p], &[], &mut row).unwrap();
+            // Max codes, max scale codes, activations at both ends of int8 (incl. −128).
+            encode_row(fmt, &vec![255; ns], &vec![m; p], &[], &mut row).unwrap();
             for (dq, code) in [(0x7bffu16, 127i8), (0x7bff, -128), (0x0001, -128)] {
                 let q8 = q8_raw(p, dq, |_| code);
                 check_q8(fmt, &row, &q8, p, "max codes");
-                // −128 · max codes is the extreme of the i16 intermediate.
+                // T = ±127 against −128 is the extreme of the i16 intermediate (maddubs).
             }
             let q8 = q8_raw(p, 0x3c00, |i| if i % 2 == 0 { -128 } else { 127 });
             check_q8(fmt, &row, &q8, p, "alternating extremes");
-            // Min codes, smallest subnormal scales.
-            encode_row(fmt, &vec![f16_to_f32(1); nb], &vec![0; p], &[], &mut row).unwrap();
-            check_q8(fmt, &row, &q8_raw(p, 1, |_| -128), p, "subnormal scales");
-            // Mixed-sign huge and tiny scales per block.
-            let scales: Vec<f32> = (0..nb)
-                .map(|k| if k % 2 == 0 { -d_max } else { f16_to_f32(1) })
-                .collect();
-            let codes: Vec<u8> = (0..p).map(|i| if i % 3 == 0 { m } else { 0 }).collect();
-            encode_row(fmt, &scales, &codes, &[], &mut row).unwrap();
+            // Min codes (−127) against −128, max scales: every maddubs pair at 2·127·128.
+            encode_row(fmt, &vec![255; ns], &vec![0; p], &[], &mut row).unwrap();
+            check_q8(fmt, &row, &q8_raw(p, 0x7bff, |_| -128), p, "min codes");
+            // Every one of the 256 scale codes, cycling over the sub-blocks, random codes.
+            let us: Vec<u8> = (0..ns).map(|j| (j % 256) as u8).collect();
+            let codes: Vec<u8> = (0..p).map(|_| rng.below(m as usize + 1) as u8).collect();
+            encode_row(fmt, &us, &codes, &[], &mut row).unwrap();
             let x: Vec<f32> = (0..p).map(|_| rng.normal()).collect();
+            check_q8(fmt, &row, &q8_of(&x), p, "all scale codes");
+            check_f32(fmt, &row, &x, "all scale codes");
+            check_q8(fmt, &row, &q8_raw(p, 1, |_| -128), p, "subnormal d_q");
+            // Huge and zero scales alternating per sub-block, extreme codes.
+            let us: Vec<u8> = (0..ns).map(|j| if j % 2 == 0 { 255 } else { 0 }).collect();
+            let codes: Vec<u8> = (0..p).map(|i| if i % 3 == 0 { m } else { 0 }).collect();
+            encode_row(fmt, &us, &codes, &[], &mut row).unwrap();
             check_q8(fmt, &row, &q8_of(&x), p, "mixed scales");
             check_f32(fmt, &row, &x, "mixed scales");
             // All-outlier pool: every slot used, large values.
@@ -232,8 +238,8 @@ fn adversarial_rows_match_scalar() {
                 })
                 .collect();
             let codes: Vec<u8> = (0..p).map(|_| rng.below(m as usize + 1) as u8).collect();
-            let scales: Vec<f32> = (0..nb).map(|_| f16_to_f32(0x2000)).collect();
-            encode_row(fmt, &scales, &codes, &outs, &mut row).unwrap();
+            let us: Vec<u8> = (0..ns).map(|_| rng.below(256) as u8).collect();
+            encode_row(fmt, &us, &codes, &outs, &mut row).unwrap();
             check_q8(fmt, &row, &q8_of(&x), p, "full pool");
             check_f32(fmt, &row, &x, "full pool");
             // Zero row and zero activations.
