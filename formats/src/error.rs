@@ -59,15 +59,4 @@ pub enum FormatError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A file's QE format version (metadata key `quantease.format_version`) is not the one this
-    /// build reads.
-    #[error("{file}: metadata {key}: {reason}")]
-    FormatVersion {
-        /// The file.
-        file: String,
-        /// The metadata key.
-        key: &'static str,
-        /// What is wrong and what to do.
-        reason: String,
-    },
 }

@@ -62,7 +62,7 @@ pub const POOL_ENTRY_BYTES: usize = 4;
 /// GGUF metadata key written (u32) when a file holds any QE tensor.
 pub const FORMAT_VERSION_KEY: &str = "quantease.format_version";
 /// Value of [`FORMAT_VERSION_KEY`] for the format described here. Readers refuse every other
-/// value ([`check_format_version`]).
+/// value (the converter's `qe_version::check`).
 pub const FORMAT_VERSION: u32 = 2;
 
 /// Level table of the 2-bit formats.
@@ -114,40 +114,20 @@ pub fn scale_code(v: f32) -> u8 {
     if v >= SCALES[255] {
         return 255;
     }
-    // First code with S(hi) > v; then S(hi − 1) ≤ v < S(hi), hi ≥ 1.
-    let hi = SCALES.partition_point(|&s| s <= v);
-    let (lo_v, hi_v) = (SCALES[hi - 1] as f64, SCALES[hi] as f64);
-    // f64 differences are exact whenever v is near the midpoint (same binade as the scales).
-    if v as f64 - lo_v <= hi_v - v as f64 {
-        (hi - 1) as u8
+    // O(1) (the solver calls this for every sub-block candidate): in units of 2^−21, codes
+    // 0..=16 are the integers and every octave [2^k, 2^(k+1)), k ≥ 4, holds 16 codes spaced
+    // 2^(k−4) apart, code ((k − 4)·16 + m) for the multiple m ∈ [16, 32). All of it is exact in
+    // f64 (t has 24 significant bits; dividing by a power of two and subtracting 0.5 are exact),
+    // and `ceil(x − 0.5)` is round-half-down, i.e. ties to the lower code.
+    let t = v as f64 * (1u64 << 21) as f64;
+    let u = if t < 16.0 {
+        (t - 0.5).ceil() as i64
     } else {
-        hi as u8
-    }
-}
-
-/// Check a file's [`FORMAT_VERSION_KEY`] value before reading its QE tensors: `Ok` only for
-/// [`FORMAT_VERSION`]. `found` is the key's value (`None` when the file has QE tensors but no
-/// such key); `file` names the file in the error.
-pub fn check_format_version(file: &str, found: Option<u64>) -> Result<(), FormatError> {
-    if found == Some(FORMAT_VERSION as u64) {
-        return Ok(());
-    }
-    let reason = match found {
-        None => "the key is missing but the file has QE tensors".to_string(),
-        Some(v) if v < FORMAT_VERSION as u64 => format!(
-            "QE format version {v} was written by an older quantease-gguf; re-convert the model \
-             (this build reads version {FORMAT_VERSION} only)"
-        ),
-        Some(v) => format!(
-            "QE format version {v} is newer than this build understands (it reads version \
-             {FORMAT_VERSION} only); update quantease-gguf"
-        ),
+        let k = ((t.to_bits() >> 52) & 0x7ff) as i64 - 1023;
+        let m = (t / ((k - 4) as f64).exp2() - 0.5).ceil() as i64;
+        ((k - 4) << 4) + m
     };
-    Err(FormatError::FormatVersion {
-        file: file.to_string(),
-        key: FORMAT_VERSION_KEY,
-        reason,
-    })
+    u.clamp(0, 255) as u8
 }
 
 /// One QE format: `bits` per code (2, 3 or 4) and `pool` bytes of outlier pool per block (0, 1
