@@ -328,6 +328,11 @@ fn parse_outliers(s: &str, flag: &str) -> Result<u8> {
 
 fn plan_options(a: &ConvertArgs, has_imatrix: bool) -> Result<PlanOptions> {
     let qe = a.format.as_deref() == Some("qe");
+    let outlier_pool = a
+        .outliers
+        .as_deref()
+        .map(|s| parse_outliers(s, "--outliers"))
+        .transpose()?;
     let mix = match (&a.ty, a.bits) {
         (Some(t), None) => Mix::from_name(t).with_context(|| {
             let names: Vec<_> = Mix::ALL.iter().map(|m| m.name()).collect();
@@ -337,9 +342,10 @@ fn plan_options(a: &ConvertArgs, has_imatrix: bool) -> Result<PlanOptions> {
             )
         })?,
         (None, Some(b)) if qe => match b {
+            // The mix (its name in `quantease.mix`, the output type) carries the --outliers pool.
             2..=4 => Mix::Qe {
                 bits: b as u8,
-                pool: 1,
+                pool: outlier_pool.unwrap_or(1),
             },
             _ => bail!("--format qe: --bits must be 2, 3 or 4, not {b}"),
         },
@@ -357,11 +363,6 @@ fn plan_options(a: &ConvertArgs, has_imatrix: bool) -> Result<PlanOptions> {
             .with_context(|| format!("--tensor-type '{spec}': bad regular expression"))?;
         tensor_types.push((re, parse_type(ty, "--tensor-type")?));
     }
-    let outlier_pool = a
-        .outliers
-        .as_deref()
-        .map(|s| parse_outliers(s, "--outliers"))
-        .transpose()?;
     let mut outlier_tensors = Vec::new();
     for spec in &a.outliers_tensor {
         let (re, f) = spec

@@ -90,6 +90,11 @@ fn tiny_model_qe_round_trip_and_threads() {
             };
             assert_eq!((*b, *p), (want_bits, pool), "{name}");
         }
+        let mix = GgufFile::open(&outs[0])
+            .unwrap()
+            .get("quantease.mix")
+            .and_then(|v| v.as_str().map(str::to_owned));
+        assert_eq!(mix.as_deref(), Some(format!("QE{bits}_{pool}").as_str()));
         // Decodes close to the source.
         let q = GgufSource::open(&outs[0]).unwrap();
         for (i, t) in src.tensors().iter().enumerate() {
