@@ -247,6 +247,32 @@ fn proxy_row(x: &[f32], v: &[f32], bits: u32, block: usize, scale: Scale, pool: 
     y
 }
 
+/// One configuration under test and its accumulated weighted error.
+struct Cfg {
+    name: String,
+    bpw: f64,
+    num: f64,
+    den: f64,
+    run: RowFn,
+}
+
+/// A real row quantiser of this crate (`quantize_row` + `dequantize_row`) as a configuration.
+fn real_type(ty: GgmlType) -> Cfg {
+    Cfg {
+        name: format!("{} (real)", ty.name()),
+        bpw: ty.bits_per_weight(),
+        num: 0.0,
+        den: 0.0,
+        run: Box::new(move |x, v| {
+            let mut packed = vec![0u8; ty.row_bytes(x.len() as u64).unwrap() as usize];
+            quantize_row(ty, x, Some(v), &mut packed).expect("quantise");
+            let mut y = vec![0f32; x.len()];
+            dequantize_row(ty, &packed, &mut y).expect("decode");
+            y
+        }),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     assert!(!args.is_empty(), "usage: MODEL.gguf [IMATRIX] [LAYER...]");
@@ -272,13 +298,6 @@ fn main() {
         "ffn_up",
         "ffn_down",
     ];
-    struct Cfg {
-        name: String,
-        bpw: f64,
-        num: f64,
-        den: f64,
-        run: RowFn,
-    }
     let mut cfgs: Vec<Cfg> = Vec::new();
     for bits in [2u32, 3, 4] {
         for pool in [false, true] {
@@ -312,19 +331,7 @@ fn main() {
         }
         for s in [0u32, 1, 2] {
             let ty = GgmlType::from_id(200 + 3 * (bits - 2) + s).expect("QE type");
-            cfgs.push(Cfg {
-                name: format!("{} (real)", ty.name()),
-                bpw: ty.bits_per_weight(),
-                num: 0.0,
-                den: 0.0,
-                run: Box::new(move |x, v| {
-                    let mut packed = vec![0u8; ty.row_bytes(x.len() as u64).unwrap() as usize];
-                    quantize_row(ty, x, Some(v), &mut packed).expect("quantise");
-                    let mut y = vec![0f32; x.len()];
-                    dequantize_row(ty, &packed, &mut y).expect("decode");
-                    y
-                }),
-            });
+            cfgs.push(real_type(ty));
         }
     }
 
@@ -353,19 +360,7 @@ fn main() {
         }
     }
     for ty in [GgmlType::Q4_0, GgmlType::IQ4_NL] {
-        cfgs.push(Cfg {
-            name: format!("{} (real)", ty.name()),
-            bpw: ty.bits_per_weight(),
-            num: 0.0,
-            den: 0.0,
-            run: Box::new(move |x, v| {
-                let mut packed = vec![0u8; ty.row_bytes(x.len() as u64).unwrap() as usize];
-                quantize_row(ty, x, Some(v), &mut packed).expect("quantise");
-                let mut y = vec![0f32; x.len()];
-                dequantize_row(ty, &packed, &mut y).expect("decode");
-                y
-            }),
-        });
+        cfgs.push(real_type(ty));
     }
     let mut n_tensors = 0;
     for (idx, t) in model.tensors().iter().enumerate() {
