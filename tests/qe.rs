@@ -148,43 +148,33 @@ fn bad_outlier_values_are_clear_errors() {
         let e = stderr(&o);
         assert!(e.contains("--outliers") && e.contains(needle), "{bad}: {e}");
     }
-    let o = run(&[
-        "convert",
-        s(&input),
-        s(&out),
-        "--format",
-        "qe",
-        "--bits",
-        "3",
-        "--outliers-tensor",
-        "ffn_down=5%",
-    ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("--outliers-tensor"), "{}", stderr(&o));
-    // Outliers on a plan without QE tensors.
-    let o = run(&[
-        "convert",
-        s(&input),
-        s(&out),
-        "--type",
-        "Q4_0",
-        "--outliers",
-        "0.5%",
-    ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("QE tensors only"), "{}", stderr(&o));
-    // --format qe only has 2, 3 and 4 bits.
-    let o = run(&[
-        "convert",
-        s(&input),
-        s(&out),
-        "--format",
-        "qe",
-        "--bits",
-        "5",
-    ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("2, 3 or 4"), "{}", stderr(&o));
+    for (args, needle) in [
+        // A per-tensor fraction beyond the largest pool.
+        (
+            &[
+                "--format",
+                "qe",
+                "--bits",
+                "3",
+                "--outliers-tensor",
+                "ffn_down=5%",
+            ][..],
+            "--outliers-tensor",
+        ),
+        // Outliers on a plan without QE tensors.
+        (
+            &["--type", "Q4_0", "--outliers", "0.5%"][..],
+            "QE tensors only",
+        ),
+        // --format qe only has 2, 3 and 4 bits.
+        (&["--format", "qe", "--bits", "5"][..], "2, 3 or 4"),
+    ] {
+        let mut argv = vec!["convert", s(&input), s(&out)];
+        argv.extend_from_slice(args);
+        let o = run(&argv);
+        assert!(!o.status.success(), "{args:?} accepted");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
     assert!(!out.exists());
 }
 
