@@ -20,7 +20,7 @@ pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use super::{check_width, length_mismatch, QeFormat, QK};
+use super::{check_width, length_mismatch, QeFormat, QK, TABLE_2, TABLE_3, TABLE_4};
 use crate::error::FormatError;
 use crate::float::f16_to_f32;
 use crate::types::GgmlType;
@@ -297,6 +297,29 @@ pub fn matmul_with(
     }
     Ok(())
 }
+
+/// A level table padded with zeros to 16 bytes (the SIMD byte-lookup table: `vpshufb`, `tbl`).
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(super) const fn padded<const N: usize>(t: [i8; N]) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    let mut i = 0;
+    while i < N {
+        out[i] = t[i];
+        i += 1;
+    }
+    out
+}
+
+/// The 2-, 3- and 4-bit level tables padded to 16 bytes, indexed by `bits − 2`.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(super) static PADDED_TABLES: [[i8; 16]; 3] =
+    [padded(TABLE_2), padded(TABLE_3), padded(TABLE_4)];
 
 #[cfg(test)]
 mod tests;

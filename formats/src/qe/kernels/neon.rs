@@ -12,22 +12,9 @@ use std::arch::aarch64::*;
 
 use super::scalar;
 use crate::float::f16_to_f32;
-use crate::qe::{QeFormat, QK, SCALES, SUB, TABLE_2, TABLE_3, TABLE_4};
+use crate::qe::{QeFormat, QK, SCALES, SUB};
 
 const Q8: usize = super::BLOCK_Q8_0_BYTES;
-
-/// A level table padded with zeros to 16 bytes (the `tbl` lookup table).
-const fn padded<const N: usize>(t: [i8; N]) -> [i8; 16] {
-    let mut out = [0i8; 16];
-    let mut i = 0;
-    while i < N {
-        out[i] = t[i];
-        i += 1;
-    }
-    out
-}
-
-static TABLES: [[i8; 16]; 3] = [padded(TABLE_2), padded(TABLE_3), padded(TABLE_4)];
 
 #[inline]
 fn le16(b: &[u8]) -> u16 {
@@ -75,7 +62,7 @@ unsafe fn isum16(t: int8x16_t, q: int8x16_t) -> i32 {
 #[target_feature(enable = "neon")]
 unsafe fn blocks_q8_0_neon<const B: u8>(blocks: &[u8], q8: &[u8]) -> f32 {
     let bb = 2 + 4 * B as usize;
-    let tbl = vld1q_s8(TABLES[B as usize - 2].as_ptr());
+    let tbl = vld1q_s8(super::PADDED_TABLES[B as usize - 2].as_ptr());
     let mut sum = 0f32;
     for (blk, qb) in blocks.chunks_exact(bb).zip(q8.chunks_exact(Q8)) {
         let (c0, c1) = codes_neon::<B>(blk.as_ptr().add(2));
@@ -122,7 +109,7 @@ unsafe fn fdot16(t: int8x16_t, x: *const f32) -> float32x4_t {
 #[target_feature(enable = "neon")]
 unsafe fn blocks_f32_neon<const B: u8>(blocks: &[u8], x: &[f32]) -> f32 {
     let bb = 2 + 4 * B as usize;
-    let tbl = vld1q_s8(TABLES[B as usize - 2].as_ptr());
+    let tbl = vld1q_s8(super::PADDED_TABLES[B as usize - 2].as_ptr());
     let mut acc = vdupq_n_f32(0.0);
     for (blk, xb) in blocks.chunks_exact(bb).zip(x.chunks_exact(QK)) {
         let (c0, c1) = codes_neon::<B>(blk.as_ptr().add(2));

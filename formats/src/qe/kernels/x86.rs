@@ -27,17 +27,6 @@ use crate::qe::{QeFormat, QK, SCALES, SUB, TABLE_2, TABLE_3, TABLE_4};
 
 const Q8: usize = super::BLOCK_Q8_0_BYTES;
 
-/// A level table padded with zeros to 16 bytes (the `vpshufb` lookup table).
-const fn padded<const N: usize>(t: [i8; N]) -> [i8; 16] {
-    let mut out = [0i8; 16];
-    let mut i = 0;
-    while i < N {
-        out[i] = t[i];
-        i += 1;
-    }
-    out
-}
-
 /// `T + 128` as unsigned bytes (the VNNI operand), padded to 16 bytes.
 const fn biased(t: [i8; 16]) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -49,17 +38,16 @@ const fn biased(t: [i8; 16]) -> [u8; 16] {
     out
 }
 
-static TABLES: [[i8; 16]; 3] = [padded(TABLE_2), padded(TABLE_3), padded(TABLE_4)];
 static TABLES_BIASED: [[u8; 16]; 3] = [
-    biased(padded(TABLE_2)),
-    biased(padded(TABLE_3)),
-    biased(padded(TABLE_4)),
+    biased(super::padded(TABLE_2)),
+    biased(super::padded(TABLE_3)),
+    biased(super::padded(TABLE_4)),
 ];
 
 /// The 16-byte level table of `B`-bit codes.
 #[inline(always)]
 unsafe fn table128<const B: u8>() -> __m128i {
-    _mm_loadu_si128(TABLES[B as usize - 2].as_ptr() as *const __m128i)
+    _mm_loadu_si128(super::PADDED_TABLES[B as usize - 2].as_ptr() as *const __m128i)
 }
 
 /// The 16-byte `T + 128` table of `B`-bit codes.
