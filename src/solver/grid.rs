@@ -550,15 +550,19 @@ mod tests {
         GgmlType::IQ4_XS,
     ];
 
-    #[test]
-    fn unpack_value_pack_is_bit_exact_with_the_decoder() {
-        let mut s = 12345u64;
-        let mut rnd = || {
+    /// Deterministic xorshift values uniform in [−1, 1).
+    fn uniform_pm1(mut s: u64) -> impl FnMut() -> f32 {
+        move || {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
             ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
-        };
+        }
+    }
+
+    #[test]
+    fn unpack_value_pack_is_bit_exact_with_the_decoder() {
+        let mut rnd = uniform_pm1(12345u64);
         for ty in TYPES {
             let spec = Spec::for_type(ty).unwrap();
             let x: Vec<f32> = (0..512).map(|_| rnd() * 0.1).collect();
@@ -588,13 +592,7 @@ mod tests {
 
     #[test]
     fn qe_unpack_value_pack_is_bit_exact_with_the_decoder() {
-        let mut s = 777u64;
-        let mut rnd = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
-        };
+        let mut rnd = uniform_pm1(777u64);
         let p = 512;
         for fmt in QeFormat::ALL {
             let ty = fmt.to_type().unwrap();
