@@ -4,6 +4,9 @@
 # from the llama-cpp-python sdist), check formatting and lints, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Free disk, printed first: the suite needs ≈ 6 GB (target/ ≈ 1.5 GB, models ≈ 1.5 GB, the patched
+# llama.cpp build, and up to ≈ 2 GB of temporary files for the Qwen2 round trip).
+df -h . "${TMPDIR:-/tmp}" >&2 || true
 scripts/setup.sh
 QUANTEASE_TEST_MODEL=$(scripts/fetch-model.sh smollm2)
 export QUANTEASE_TEST_MODEL
