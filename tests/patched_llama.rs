@@ -74,22 +74,8 @@ fn qe_file_in_patched_llama_matches_f16_dequantisation() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let qe = match std::env::var_os("QUANTEASE_TEST_QE_MODEL") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let Some(model) = common::test_model() else {
-                return;
-            };
-            let qe = dir.path().join("model.qe4_1.gguf");
-            let requant = patched_tool("qe_requant").unwrap();
-            run_ok(Command::new(requant).args([
-                "quant".as_ref(),
-                model.as_os_str(),
-                qe.as_os_str(),
-                "qe4_1".as_ref(),
-            ]));
-            qe
-        }
+    let Some(qe) = qe_model(dir.path()) else {
+        return;
     };
 
     // F16 dequantisation by our tool
@@ -155,6 +141,104 @@ fn qe_file_in_patched_llama_matches_f16_dequantisation() {
     assert!((ppl / ppl_ref - 1.0).abs() < 0.02, "PPL {ppl} vs {ppl_ref}");
     assert!(kld < 0.01, "KLD {kld}");
     assert!(top >= 90.0, "same top token {top} %");
+}
+
+/// The QE model the tests run: `QUANTEASE_TEST_QE_MODEL`, else `QUANTEASE_TEST_MODEL` re-quantised
+/// to QE4_1 by `qe_requant` into `dir`; `None` (test skipped) without either.
+fn qe_model(dir: &Path) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("QUANTEASE_TEST_QE_MODEL") {
+        return Some(PathBuf::from(p));
+    }
+    let model = common::test_model()?;
+    let qe = dir.join("model.qe4_1.gguf");
+    let requant = patched_tool("qe_requant").unwrap();
+    run_ok(Command::new(requant).args([
+        "quant".as_ref(),
+        model.as_os_str(),
+        qe.as_os_str(),
+        "qe4_1".as_ref(),
+    ]));
+    Some(qe)
+}
+
+/// The patched loader decodes one QE format version: a file claiming another one, or none, is
+/// refused with a message naming the key, instead of being decoded with the wrong tables.
+#[test]
+fn patched_llama_refuses_other_qe_format_versions() {
+    use quantease_gguf::formats::qe::{FORMAT_VERSION, FORMAT_VERSION_KEY};
+    use quantease_gguf::gguf::{GgufWriter, MetaValue, TensorPlan};
+    let Some(qe_eval) = patched_tool("qe_eval") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(qe) = qe_model(dir.path()) else {
+        return;
+    };
+    let src = GgufFile::open(&qe).unwrap();
+    let plans: Vec<TensorPlan> = src
+        .header()
+        .tensors
+        .iter()
+        .map(|t| TensorPlan {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "Some text to evaluate, long enough for one chunk. ".repeat(40),
+    )
+    .unwrap();
+    for (i, (version, shown)) in [
+        (
+            Some(FORMAT_VERSION - 1),
+            format!("is {}", FORMAT_VERSION - 1),
+        ),
+        (
+            Some(FORMAT_VERSION + 1),
+            format!("is {}", FORMAT_VERSION + 1),
+        ),
+        (None, "is missing".to_string()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut md: Vec<(String, MetaValue)> = src
+            .header()
+            .metadata
+            .iter()
+            .filter(|(k, _)| k != FORMAT_VERSION_KEY)
+            .cloned()
+            .collect();
+        if let Some(v) = version {
+            md.push((FORMAT_VERSION_KEY.to_string(), MetaValue::U32(v)));
+        }
+        let path = dir.path().join(format!("case{i}.gguf"));
+        let mut w = GgufWriter::create(&path, &md, &plans).unwrap();
+        for t in &src.header().tensors {
+            w.write_tensor(src.tensor_data(t)).unwrap();
+        }
+        w.finish().unwrap();
+        let o = Command::new(&qe_eval)
+            .args([
+                "-m".as_ref(),
+                path.as_os_str(),
+                "-f".as_ref(),
+                text.as_os_str(),
+            ])
+            .args(["-c", "64", "--chunks", "1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "version {version:?} accepted:\n{err}");
+        assert!(
+            err.contains(&format!("{FORMAT_VERSION_KEY} {shown}")),
+            "version {version:?}: the refusal should name the key and value:\n{err}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
 }
 
 fn text_path() -> PathBuf {
