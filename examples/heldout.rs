@@ -6,8 +6,9 @@
 //!
 //! `cargo run --release --no-default-features --example heldout -- MODEL.gguf TRAIN.gram.gguf TEST.gram.gguf TYPE LAYER...`
 //!
-//! Env: `SHRINKS` (comma list, default `0,0.25,0.5,0.75,0.9`); `ITERS`, `TOL`, `DAMP` as in
-//! `real_layers`.
+//! Env: `SHRINKS` (comma list, default `0,0.25,0.5,0.75,0.9`; empty: no solver runs); `FILES`
+//! (comma list of quantised GGUFs of the same model, e.g. llama.cpp's: their tensors are scored
+//! too, as extra columns); `ITERS`, `TOL`, `DAMP` as in `real_layers`.
 
 #[path = "support/layers.rs"]
 mod layers;
@@ -15,7 +16,7 @@ mod layers;
 use quantease_gguf::formats::{dequantize_rows, GgmlType};
 use quantease_gguf::gram::GramFile;
 use quantease_gguf::solver::{solve, Method, SolveOptions};
-use quantease_gguf::source::GgufSource;
+use quantease_gguf::source::{GgufSource, TensorSource};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -50,11 +51,28 @@ fn main() {
     let shrinks: Vec<f64> = std::env::var("SHRINKS")
         .unwrap_or_else(|_| "0,0.25,0.5,0.75,0.9".into())
         .split(',')
+        .filter(|s| !s.is_empty())
         .map(|s| s.parse().expect("SHRINKS"))
+        .collect();
+    let files: Vec<(String, GgufSource)> = std::env::var("FILES")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|f| {
+            let name = Path::new(f)
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (name, GgufSource::open(Path::new(f)).expect("FILES"))
+        })
         .collect();
     let mut head = format!("{:<26} {:>6} {:>9} {:>9}", "weight", "p", "RTN", "GPTQ.5");
     for s in &shrinks {
         head += &format!(" {:>9}", format!("QE{s}"));
+    }
+    for (name, _) in &files {
+        head += &format!(" {:>9}", &name[..name.len().min(9)]);
     }
     println!("{head}   (held-out rel. error; in brackets: calibration-set error of QE)");
     // Per class: sums of held-out relative errors, in the column order above.
@@ -94,6 +112,19 @@ fn main() {
             let e = solve(w, x, q, p, &sigma, ty, Method::QuantEase, &opts).expect("qe");
             row.push(held_out(&e.bytes));
             train_err.push(e.rel_error);
+        }
+        for (_, f) in &files {
+            let idx = f
+                .tensors()
+                .iter()
+                .position(|t| t.name == w)
+                .unwrap_or_else(|| panic!("{w} missing from a FILES entry"));
+            let mut wh = vec![0f32; q * p];
+            f.read_rows(idx, 0, &mut wh).expect("rows");
+            for (a, b) in wh.iter_mut().zip(x) {
+                *a = b - *a;
+            }
+            row.push(quad(&wh, &s_test, q, p) / base);
         }
         let mut line = format!("{w:<26} {p:>6}");
         for v in &row {
