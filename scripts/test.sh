@@ -24,6 +24,11 @@ if [ -z "${QUANTEASE_SKIP_PATCHED_LLAMA:-}" ]; then
     QUANTEASE_PATCHED_LLAMA=${QE_PATCH_DIR:-${QUANTEASE_CACHE:-$PWD/cache}/ggml-patch}/build/bin/qe_eval
     export QUANTEASE_PATCHED_LLAMA
 fi
+# The NEON kernels, cross-compiled for aarch64 and run under qemu (scripts/test-neon.sh, ≈ 1 min);
+# set QUANTEASE_SKIP_NEON=1 to skip.
+if [ -z "${QUANTEASE_SKIP_NEON:-}" ]; then
+    scripts/test-neon.sh
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --release --all-targets -- -D warnings
 cargo test --workspace --release
