@@ -17,7 +17,7 @@ bin=${CARGO_TARGET_DIR:-$repo/target}/release/quantease-gguf
 mkdir -p "$out"
 evaluate() { # model json
     [ -f "$2" ] && return
-    "$bin" perplexity "$1" --text "$text" --base "$ref" --chunks "$chunks" --json > "$2.tmp" 2>/dev/null
+    "$bin" perplexity "$1" --text "$text" --base "$ref" --chunks "$chunks" --json > "$2.tmp"
     mv "$2.tmp" "$2"
 }
 report() { # label json

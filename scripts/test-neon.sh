@@ -26,6 +26,12 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch
 # .cargo/config.toml asks for target-cpu=native, which means the x86 host; the aarch64 baseline
 # already has NEON.
 export RUSTFLAGS=""
-cargo test --release -p quantease-formats --target "$target" --lib -- --nocapture kernels 2>&1 \
-    | grep -E "kernels available|test result" >&2
-cargo test --release -p quantease-formats --target "$target" --lib
+# One run; its summary and the kernels it found (proof that NEON ran) are printed, the whole log
+# only when something fails.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! cargo test --release -p quantease-formats --target "$target" --lib -- --nocapture > "$log" 2>&1; then
+    cat "$log" >&2
+    exit 1
+fi
+grep -E "kernels available|test result" "$log" >&2
