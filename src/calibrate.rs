@@ -15,6 +15,13 @@
 //!    f32 GEMM (faer, upper triangle), added into f64. Finished Grams are streamed into the file
 //!    after their pass, so at most one pass's Grams are in memory.
 //!
+//! A *paired* calibration ([`CalibrateOptions::paired_model`]) loads a quantised version Q of the
+//! model too and decodes every chunk twice, float model first: the float model's inputs X of the
+//! pass's matmuls are kept, then Q's inputs X̃ of the same matmuls (same weight names) are
+//! accumulated into Σ̃ = Σ x̃x̃ᵀ, the imatrix statistics and the cross products M = Σ x x̃ᵀ (one
+//! f32 GEMM per input per chunk). The file then describes the layers as Q runs them
+//! ([`crate::solver::cross`] uses it).
+//!
 //! Mixture-of-experts weights (`MUL_MAT_ID`) get per-expert diagonal statistics only (see
 //! [`crate::gram`] for what full Grams would need), collected in the first pass.
 
@@ -27,7 +34,8 @@ use faer::Par;
 
 use crate::gguf::{GgufError, GgufFile};
 use crate::gram::{
-    ExpertAccumulator, GramError, GramLayout, GramWriter, InputAccumulator, WeightStats,
+    CrossAccumulator, ExpertAccumulator, GramError, GramLayout, GramWriter, InputAccumulator,
+    WeightStats,
 };
 use crate::llama::{
     Context, ContextParams, EvalCallback, LlamaError, MatMulInfo, MatMulInput, MatMulKind, Model,
@@ -106,6 +114,10 @@ pub struct CalibrateOptions {
     /// input reach every output. A plain sum (w = 1, what `llama-imatrix` does) lets the solver
     /// trade that one row away; see `docs/CALIBRATION.md` for the measurements behind the default.
     pub sink_weight: f32,
+    /// Paired calibration: a quantised version of the model (same architecture, same
+    /// vocabulary). Its inputs give the Gram and imatrix statistics, and the cross products with
+    /// the float model's inputs are written too (see the module docs). Needs full Grams.
+    pub paired_model: Option<PathBuf>,
 }
 
 impl Default for CalibrateOptions {
@@ -119,6 +131,7 @@ impl Default for CalibrateOptions {
             progress: false,
             dataset: String::new(),
             sink_weight: DEFAULT_SINK_WEIGHT,
+            paired_model: None,
         }
     }
 }
@@ -354,9 +367,28 @@ struct Seen {
     n_expert: usize,
 }
 
+/// What the callback does with the inputs of a decode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Mode {
+    /// Accumulate Gram and imatrix statistics (plain calibration).
+    #[default]
+    Accumulate,
+    /// Keep the float model's inputs of the chunk (paired calibration, first decode).
+    Capture,
+    /// Accumulate the quantised model's inputs and their cross products with the kept ones
+    /// (paired calibration, second decode).
+    Paired,
+}
+
 #[derive(Default)]
 struct State {
     probing: bool,
+    mode: Mode,
+    /// Float-model input rows of the current chunk, per input (paired calibration).
+    captured: Vec<Vec<f32>>,
+    /// Rows of `captured[i]` already paired with the quantised model's.
+    cursor: Vec<usize>,
+    cross: Vec<Option<CrossAccumulator>>,
     model_tensors: HashSet<String>,
     probe: Vec<Seen>,
     weights: HashMap<String, WeightStats>,
@@ -452,47 +484,86 @@ impl State {
                     weighted,
                     sink_scale,
                     observed,
+                    mode,
+                    captured,
+                    cursor,
+                    cross,
+                    error,
                     ..
                 } = self;
+                let fail = |error: &mut Option<String>, msg: String| {
+                    if error.is_none() {
+                        *error = Some(msg);
+                    }
+                    false
+                };
                 let Some(acc) = accs[i].as_mut() else {
-                    self.fail(format!(
-                        "input of '{}' has no accumulator",
-                        info.weight_name
-                    ));
-                    return false;
+                    return fail(
+                        error,
+                        format!("input of '{}' has no accumulator", info.weight_name),
+                    );
                 };
                 if input.n_cols() != acc.p() {
                     let p = acc.p();
-                    self.fail(format!(
-                        "input of '{}' has {} columns, expected {p}",
-                        info.weight_name,
-                        input.n_cols()
-                    ));
-                    return false;
+                    return fail(
+                        error,
+                        format!(
+                            "input of '{}' has {} columns, expected {p}",
+                            info.weight_name,
+                            input.n_cols()
+                        ),
+                    );
                 }
                 if let Some(k) = input.data().iter().position(|v| !v.is_finite()) {
-                    self.fail(format!(
-                        "input of '{}' holds a non-finite value ({}) at element {k}",
-                        info.weight_name,
-                        input.data()[k]
-                    ));
-                    return false;
+                    return fail(
+                        error,
+                        format!(
+                            "input of '{}' holds a non-finite value ({}) at element {k}",
+                            info.weight_name,
+                            input.data()[k]
+                        ),
+                    );
                 }
                 // The first observation of an input in a chunk's decode holds position 0 first
                 // (decodes start at position 0, ubatches go in order).
                 let first = !observed[i];
-                if first && *sink_scale != 1.0 && input.n_rows() > 0 {
+                let rows: &[f32] = if first && *sink_scale != 1.0 && input.n_rows() > 0 {
                     let p = input.n_cols();
                     weighted.clear();
                     weighted.extend_from_slice(input.data());
                     for v in &mut weighted[..p] {
                         *v *= *sink_scale;
                     }
-                    acc.add_rows(weighted, scratch, par);
+                    weighted
                 } else {
-                    acc.add_rows(input.data(), scratch, par);
-                }
+                    input.data()
+                };
                 observed[i] = true;
+                match mode {
+                    Mode::Accumulate => acc.add_rows(rows, scratch, par),
+                    Mode::Capture => captured[i].extend_from_slice(rows),
+                    Mode::Paired => {
+                        let c = cursor[i];
+                        let Some(x) = captured[i].get(c..c + rows.len()) else {
+                            return fail(
+                                error,
+                                format!(
+                                    "the paired model's input of '{}' has more rows than the model's",
+                                    info.weight_name
+                                ),
+                            );
+                        };
+                        let Some(cr) = cross[i].as_mut() else {
+                            return fail(
+                                error,
+                                format!("input of '{}' has no cross accumulator", info.weight_name),
+                            );
+                        };
+                        cr.add_rows(x, rows, scratch, par);
+                        cursor[i] += rows.len();
+                        acc.add_rows(rows, scratch, par);
+                    }
+                }
                 true
             }
             Some(WeightStats::Experts(e)) => {
@@ -582,6 +653,11 @@ pub fn calibrate_chunks(
     if chunks.is_empty() {
         return Err(CalibrateError::InvalidOptions("no chunks".into()));
     }
+    if opts.paired_model.is_some() && opts.diag_only {
+        return Err(CalibrateError::InvalidOptions(
+            "a paired calibration needs full Grams (not diag-only)".into(),
+        ));
+    }
     if let Some(c) = chunks.iter().find(|c| c.len() != n_ctx) {
         return Err(CalibrateError::InvalidOptions(format!(
             "a chunk has {} tokens, expected {n_ctx}",
@@ -618,6 +694,37 @@ pub fn calibrate_chunks(
             eval_callback: Some(Box::new(Collector(state.clone()))),
         },
     )?;
+    let paired_model = match &opts.paired_model {
+        Some(path) => {
+            let q = Model::load(path)?;
+            if q.n_vocab() != model.n_vocab() || q.n_embd() != model.n_embd() {
+                return Err(CalibrateError::InvalidOptions(format!(
+                    "paired model {}: vocabulary {} and width {} differ from {}'s {} and {}",
+                    path.display(),
+                    q.n_vocab(),
+                    q.n_embd(),
+                    model.path().display(),
+                    model.n_vocab(),
+                    model.n_embd()
+                )));
+            }
+            Some(q)
+        }
+        None => None,
+    };
+    let mut paired_ctx = match &paired_model {
+        Some(q) => Some(Context::new(
+            q,
+            ContextParams {
+                n_ctx: n_ctx as u32,
+                n_batch: n_ctx as u32,
+                n_threads,
+                eval_callback: Some(Box::new(Collector(state.clone()))),
+            },
+        )?),
+        None => None,
+    };
+    let paired = paired_ctx.is_some();
 
     // 1. Probe: which weights are multiplied with which input.
     let probe_len = n_ctx.min(64);
@@ -674,7 +781,12 @@ pub fn calibrate_chunks(
         let mut bytes = 0u64;
         let mut scratch = 0u64;
         for (i, &(ref name, p)) in inputs.iter().enumerate() {
-            let b = InputAccumulator::bytes(p, full);
+            let b = InputAccumulator::bytes(p, full)
+                + if paired {
+                    CrossAccumulator::bytes(p) + (n_ctx * p * 4) as u64
+                } else {
+                    0
+                };
             let s = if full { (p * p * 4) as u64 } else { 0 };
             if b + s > opts.max_memory && full {
                 return Err(CalibrateError::MemoryBudget {
@@ -708,12 +820,20 @@ pub fn calibrate_chunks(
         weights: weights.clone(),
         full,
         sink_weight: opts.sink_weight,
+        paired_model: opts.paired_model.as_ref().map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        }),
     };
     let mut writer = GramWriter::create(output, layout)?;
     {
         let mut st = lock(&state);
         st.weights = weights.into_iter().collect();
         st.accs = vec![None; inputs.len()];
+        st.cross = vec![None; inputs.len()];
+        st.captured = vec![Vec::new(); inputs.len()];
+        st.cursor = vec![0; inputs.len()];
         st.experts = experts
             .iter()
             .map(|&(p, n)| ExpertAccumulator::new(p, n))
@@ -727,28 +847,74 @@ pub fn calibrate_chunks(
             st.experts_active = k == 0;
             for i in pass.clone() {
                 st.accs[i] = Some(InputAccumulator::new(inputs[i].1, full));
+                if paired {
+                    st.cross[i] = Some(CrossAccumulator::new(inputs[i].1));
+                }
             }
         }
         for (c, chunk) in chunks.iter().enumerate() {
-            {
+            // Plain: one decode that accumulates. Paired: the float model's decode keeps its
+            // inputs, then the quantised model's decode accumulates against them.
+            let decodes: &[Mode] = if paired {
+                &[Mode::Capture, Mode::Paired]
+            } else {
+                &[Mode::Accumulate]
+            };
+            for &mode in decodes {
+                {
+                    let mut st = lock(&state);
+                    st.decode_inputs.clear();
+                    st.observed = vec![false; inputs.len()];
+                    st.mode = mode;
+                    st.experts_active = k == 0 && mode != Mode::Capture;
+                    if mode == Mode::Capture {
+                        for v in &mut st.captured {
+                            v.clear();
+                        }
+                    }
+                    st.cursor.iter_mut().for_each(|c| *c = 0);
+                }
+                let (which, res) = match (mode, paired_ctx.as_mut()) {
+                    (Mode::Paired, Some(pc)) => {
+                        pc.clear_kv_cache();
+                        (pc.model().path().to_path_buf(), pc.decode(chunk, 0, true))
+                    }
+                    _ => {
+                        ctx.clear_kv_cache();
+                        (model.path().to_path_buf(), ctx.decode(chunk, 0, true))
+                    }
+                };
                 let mut st = lock(&state);
-                st.decode_inputs.clear();
-                st.observed = vec![false; inputs.len()];
+                if let Some(e) = st.error.take() {
+                    return Err(CalibrateError::Graph {
+                        model: which,
+                        reason: format!("chunk {c}: {e}"),
+                    });
+                }
+                res?;
+                if let Some(i) = pass.clone().find(|&i| !st.observed[i]) {
+                    return Err(CalibrateError::Graph {
+                        model: which,
+                        reason: format!(
+                            "chunk {c}: input '{}' (of '{}') was not observed",
+                            inputs[i].0, input_weight[i]
+                        ),
+                    });
+                }
+                if mode == Mode::Paired {
+                    if let Some(i) = pass.clone().find(|&i| st.cursor[i] != st.captured[i].len()) {
+                        return Err(CalibrateError::Graph {
+                            model: which,
+                            reason: format!(
+                                "chunk {c}: input of '{}' has {} values, the float model's has {}",
+                                input_weight[i],
+                                st.cursor[i],
+                                st.captured[i].len()
+                            ),
+                        });
+                    }
+                }
             }
-            ctx.clear_kv_cache();
-            let res = ctx.decode(chunk, 0, true);
-            let mut st = lock(&state);
-            if let Some(e) = st.error.take() {
-                return Err(graph_err(format!("chunk {c}: {e}")));
-            }
-            res?;
-            if let Some(i) = pass.clone().find(|&i| !st.observed[i]) {
-                return Err(graph_err(format!(
-                    "chunk {c}: input '{}' (of '{}') was not observed",
-                    inputs[i].0, input_weight[i]
-                )));
-            }
-            drop(st);
             if opts.progress {
                 eprintln!(
                     "calibrate: pass {}/{}, chunk {}/{} ({:.1} s)",
@@ -760,19 +926,28 @@ pub fn calibrate_chunks(
                 );
             }
         }
-        let finished: Vec<InputAccumulator> = {
+        let finished: Vec<(InputAccumulator, Option<CrossAccumulator>)> = {
             let mut st = lock(&state);
-            pass.clone()
-                .map(|i| st.accs[i].take().expect("allocated for this pass"))
-                .collect()
+            let done = pass
+                .clone()
+                .map(|i| {
+                    let acc = st.accs[i].take().expect("allocated for this pass");
+                    (acc, st.cross[i].take())
+                })
+                .collect();
+            for v in &mut st.captured {
+                *v = Vec::new();
+            }
+            done
         };
-        for acc in finished {
-            writer.write_gram(&acc)?;
+        for (acc, cross) in finished {
+            writer.write_gram(&acc, cross.as_ref())?;
             diag.push((acc.sum2().to_vec(), acc.count()));
         }
     }
     let expert_accs = std::mem::take(&mut lock(&state).experts);
     drop(ctx);
+    drop(paired_ctx);
     writer.finish(&diag, &expert_accs)?;
     Ok(CalibrateSummary {
         n_weights: probe.len(),

@@ -78,6 +78,12 @@ pub enum ConvertError {
 pub trait SigmaProvider: Sync {
     /// Σ for `tensor` (row length `p`), or `None` if this source has none for it.
     fn sigma(&self, tensor: &str, p: usize) -> Result<Option<Sigma>, String>;
+
+    /// Cross products M = Σ_t x_t x̃_tᵀ of `tensor`'s float-model inputs `x` with the quantised
+    /// model's `x̃` (p×p row-major), when Σ came from a paired calibration; `None` otherwise.
+    fn cross(&self, _tensor: &str, _p: usize) -> Result<Option<Vec<f32>>, String> {
+        Ok(None)
+    }
 }
 
 /// Settings of one conversion besides the plan.
@@ -92,6 +98,9 @@ pub struct ConvertSettings<'a> {
     pub method: Method,
     /// Solver settings.
     pub solve: SolveOptions,
+    /// With a paired Gram file (cross products present): how far to move the target from W
+    /// towards W* ([`crate::solver::cross_target`]); 0 ignores the cross products.
+    pub cross_strength: f64,
     /// Hide progress bars.
     pub quiet: bool,
 }
@@ -380,6 +389,15 @@ fn solve_tensor(
             })?,
         None => None,
     };
+    let cross = match (settings.gram, &full) {
+        (Some(g), Some(Sigma::Full(_))) if settings.cross_strength != 0.0 => g
+            .cross(&p.name, width)
+            .map_err(|message| ConvertError::Sigma {
+                tensor: p.name.clone(),
+                message,
+            })?,
+        _ => None,
+    };
     let sigma = match (full, importance) {
         (Some(s), _) => s,
         (None, Some(imp)) => Sigma::Diagonal(imp.to_vec()),
@@ -405,6 +423,19 @@ fn solve_tensor(
         src.par_chunks_mut(width * 16)
             .enumerate()
             .try_for_each(|(i, chunk)| source.read_rows(index, first + i * 16, chunk))?;
+        if let (Sigma::Full(fs), Some(m)) = (&sigma, cross.as_deref()) {
+            let opts = solver::CrossOptions {
+                shrink: settings.solve.shrink,
+                damp: settings.solve.damp,
+                strength: settings.cross_strength,
+            };
+            if solver::cross_target(src, n, width, fs, m, &opts).is_none() {
+                return Err(ConvertError::Sigma {
+                    tensor: p.name.clone(),
+                    message: "the paired target W·M·Σ̃⁻¹ could not be formed (damped Σ̃ not positive definite, or a non-finite result); try a larger --damp or --cross-strength 0".into(),
+                });
+            }
+        }
         let sol = solver::solve(
             &p.name,
             src,

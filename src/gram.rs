@@ -22,6 +22,14 @@
 //!   distinct tensors in `quantease.gram.tensors` order of first appearance) names the graph node
 //!   the input came from; `quantease.gram.layout = "lower_packed_rows"`.
 //!
+//! - optionally (a *paired* calibration, `calibrate --paired Q.gguf`: the statistics are those of
+//!   the quantised model Q's inputs X̃, run in lockstep with the float model's X on the same
+//!   tokens), per distinct input one **cross tensor** M = Σ_t x_t x̃_tᵀ, F32 `[p, p]`, row `i`
+//!   holding `M[i][0..p]` (M is not symmetric). `quantease.gram.cross_tensors` (parallel to
+//!   `quantease.gram.tensors`) names it, `quantease.gram.paired_model` names Q. The solver uses it
+//!   to aim at the float model's outputs from the quantised model's inputs, min ‖WX − ŴX̃‖²
+//!   ([`crate::solver::cross_target`]).
+//!
 //! Its diagonal equals the weight's `in_sum2` (both are Σ x²); `in_sum2` is accumulated directly
 //! in f64, the Gram chunk by chunk in f32 GEMMs added into f64 accumulators, so the two agree to
 //! float precision. Mixture-of-experts weights (`MUL_MAT_ID`) carry diagonal statistics only; a
@@ -50,6 +58,13 @@ pub const KEY_GRAM_INPUTS: &str = "quantease.gram.inputs";
 pub const KEY_GRAM_LAYOUT: &str = "quantease.gram.layout";
 /// Metadata key: weight of each chunk's first token in the statistics (F32; absent = 1).
 pub const KEY_SINK_WEIGHT: &str = "quantease.gram.sink_weight";
+/// Metadata key: the cross tensor of each entry of [`KEY_GRAM_WEIGHTS`] (STRING array; paired
+/// calibrations only).
+pub const KEY_GRAM_CROSS_TENSORS: &str = "quantease.gram.cross_tensors";
+/// Metadata key: file name of the quantised model a paired calibration ran beside the float one.
+pub const KEY_PAIRED_MODEL: &str = "quantease.gram.paired_model";
+/// Suffix of cross tensors named after their first weight.
+pub const SUFFIX_CROSS: &str = ".cross";
 /// The only layout written and read: lower triangle packed row by row, F32.
 pub const GRAM_LAYOUT: &str = "lower_packed_rows";
 /// Suffix of Gram tensors named after their first weight.
@@ -207,6 +222,75 @@ impl InputAccumulator {
     }
 }
 
+/// The cross-product accumulator of a paired calibration: M = Σ_t x_t x̃_tᵀ (p×p, row-major, f64)
+/// over rows `x` of the float model's input and `x̃` of the quantised model's, same tokens.
+#[derive(Clone, Debug)]
+pub struct CrossAccumulator {
+    p: usize,
+    count: u64,
+    m: Vec<f64>,
+}
+
+impl CrossAccumulator {
+    /// A zeroed accumulator for inputs of width `p`.
+    pub fn new(p: usize) -> CrossAccumulator {
+        CrossAccumulator {
+            p,
+            count: 0,
+            m: vec![0.0; p * p],
+        }
+    }
+
+    /// Bytes an accumulator of width `p` holds.
+    pub fn bytes(p: usize) -> u64 {
+        (p * p) as u64 * 8
+    }
+
+    /// Input width.
+    pub fn p(&self) -> usize {
+        self.p
+    }
+
+    /// Row pairs accumulated.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// M, row-major: `m()[i·p + j] = Σ_t x_t[i]·x̃_t[j]`.
+    pub fn m(&self) -> &[f64] {
+        &self.m
+    }
+
+    /// Add the row pairs of `x` and `xt` (row-major, same number of rows of width `p`): one f32
+    /// GEMM `xᵀ·x̃` into `scratch`, added into f64. Returns false (and adds nothing) when the
+    /// shapes differ.
+    pub fn add_rows(&mut self, x: &[f32], xt: &[f32], scratch: &mut Vec<f32>, par: Par) -> bool {
+        let p = self.p;
+        if p == 0 || x.len() != xt.len() || !x.len().is_multiple_of(p) {
+            return false;
+        }
+        let n = x.len() / p;
+        if n == 0 {
+            return true;
+        }
+        scratch.clear();
+        scratch.resize(p * p, 0.0);
+        {
+            // Row-major p×p destination = the transpose of a column-major one.
+            let dst = MatMut::from_column_major_slice_mut(&mut scratch[..], p, p);
+            let a = MatRef::from_row_major_slice(x, n, p);
+            let b = MatRef::from_row_major_slice(xt, n, p);
+            // dstᵀ (column-major) = x̃ᵀ·x, so dst read row-major is xᵀ·x̃.
+            faer::linalg::matmul::matmul(dst, Accum::Replace, b.transpose(), a, 1.0f32, par);
+        }
+        for (acc, &v) in self.m.iter_mut().zip(scratch.iter()) {
+            *acc += f64::from(v);
+        }
+        self.count += n as u64;
+        true
+    }
+}
+
 /// Diagonal statistics of a mixture-of-experts weight (`MUL_MAT_ID`): Σ x² per column per expert
 /// over the tokens routed to that expert, and their counts.
 #[derive(Clone, Debug)]
@@ -296,6 +380,9 @@ pub struct GramLayout {
     /// [`crate::calibrate::CalibrateOptions::sink_weight`]); written as
     /// `quantease.gram.sink_weight` when it is not 1.
     pub sink_weight: f32,
+    /// Paired calibration: the quantised model's file name; a cross tensor is written after
+    /// each Gram (needs `full`).
+    pub paired_model: Option<String>,
 }
 
 impl GramLayout {
@@ -312,6 +399,20 @@ impl GramLayout {
             }
             _ => format!("gram.{i}"),
         }
+    }
+
+    /// The name of input `i`'s cross tensor: `<first weight>.cross`, or `cross.<i>` if too long.
+    pub fn cross_tensor_name(&self, i: usize) -> String {
+        match self.gram_tensor_name(i).strip_suffix(SUFFIX_GRAM) {
+            Some(w) if w.len() + SUFFIX_CROSS.len() < crate::gguf::MAX_NAME_LEN => {
+                format!("{w}{SUFFIX_CROSS}")
+            }
+            _ => format!("cross.{i}"),
+        }
+    }
+
+    fn paired(&self) -> bool {
+        self.full && self.paired_model.is_some()
     }
 
     fn metadata(&self) -> Vec<(String, MetaValue)> {
@@ -342,13 +443,22 @@ impl GramLayout {
             let names: Vec<String> = (0..self.inputs.len())
                 .map(|i| self.gram_tensor_name(i))
                 .collect();
+            let cross_names: Vec<String> = (0..self.inputs.len())
+                .map(|i| self.cross_tensor_name(i))
+                .collect();
             let mut ws = Vec::new();
             let mut ts = Vec::new();
+            let mut cs = Vec::new();
             for (w, s) in &self.weights {
                 if let WeightStats::Input(i) = s {
                     ws.push(w.as_str());
                     ts.push(names[*i].as_str());
+                    cs.push(cross_names[*i].as_str());
                 }
+            }
+            if let (true, Some(model)) = (self.paired(), &self.paired_model) {
+                md.push((KEY_GRAM_CROSS_TENSORS.to_string(), strings(cs)));
+                md.push((KEY_PAIRED_MODEL.to_string(), MetaValue::string(model)));
             }
             md.push((KEY_GRAM_LAYOUT.to_string(), MetaValue::string(GRAM_LAYOUT)));
             md.push((KEY_GRAM_WEIGHTS.to_string(), strings(ws)));
@@ -370,6 +480,13 @@ impl GramLayout {
                     dims: vec![packed_len(*p) as u64],
                     ty: GgmlType::F32,
                 });
+                if self.paired() {
+                    plans.push(TensorPlan {
+                        name: self.cross_tensor_name(i),
+                        dims: vec![*p as u64, *p as u64],
+                        ty: GgmlType::F32,
+                    });
+                }
             }
         }
         for (w, s) in &self.weights {
@@ -439,9 +556,14 @@ impl GramWriter {
         self.next_gram
     }
 
-    /// Write the Gram of the next input (inputs must come in layout order). A no-op check when the
-    /// layout is diagonal-only.
-    pub fn write_gram(&mut self, acc: &InputAccumulator) -> Result<(), GramError> {
+    /// Write the Gram of the next input (inputs must come in layout order), and for a paired
+    /// layout its cross products `cross` (required then, ignored otherwise). A no-op check when
+    /// the layout is diagonal-only.
+    pub fn write_gram(
+        &mut self,
+        acc: &InputAccumulator,
+        cross: Option<&CrossAccumulator>,
+    ) -> Result<(), GramError> {
         let i = self.next_gram;
         let invalid = |reason: String| GramError::Invalid {
             path: self.path.clone(),
@@ -472,6 +594,23 @@ impl GramWriter {
             self.writer.write_data(&f32_bytes(part.iter().copied()))?;
         }
         self.writer.end_tensor()?;
+        if self.layout.paired() {
+            let cross =
+                cross.ok_or_else(|| invalid("no cross products were accumulated".into()))?;
+            if cross.p() != p {
+                return Err(invalid(format!(
+                    "cross products of width {} but the layout says {p}",
+                    cross.p()
+                )));
+            }
+            if let Some(k) = cross.m().iter().position(|v| !v.is_finite()) {
+                return Err(invalid(format!("cross element {k} is {}", cross.m()[k])));
+            }
+            for part in cross.m().chunks(1 << 20) {
+                self.writer.write_data(&f32_bytes(part.iter().copied()))?;
+            }
+            self.writer.end_tensor()?;
+        }
         Ok(())
     }
 
@@ -532,6 +671,9 @@ pub struct GramFile {
     file: GgufFile,
     /// weight → Gram tensor name.
     grams: BTreeMap<String, String>,
+    /// weight → cross tensor name (paired calibrations).
+    crosses: BTreeMap<String, String>,
+    paired_model: Option<String>,
     /// weight → (in_sum2, counts) tensor infos.
     stats: BTreeMap<String, (TensorInfo, TensorInfo)>,
     datasets: Vec<String>,
@@ -627,16 +769,37 @@ impl GramFile {
         }
 
         let mut grams = BTreeMap::new();
+        let mut crosses = BTreeMap::new();
         let ws = strings(KEY_GRAM_WEIGHTS)?;
         let ts = strings(KEY_GRAM_TENSORS)?;
+        let cs = strings(KEY_GRAM_CROSS_TENSORS)?;
+        let paired_model = file
+            .get(KEY_PAIRED_MODEL)
+            .and_then(MetaValue::as_str)
+            .map(str::to_string);
         match (ws, ts) {
-            (None, None) => {}
+            (None, None) => {
+                if cs.is_some() {
+                    return Err(invalid(
+                        format!("metadata '{KEY_GRAM_CROSS_TENSORS}'"),
+                        "present without Gram tensors".into(),
+                    ));
+                }
+            }
             (Some(ws), Some(ts)) => {
                 if ws.len() != ts.len() {
                     return Err(invalid(
                         format!("metadata '{KEY_GRAM_TENSORS}'"),
                         format!("{} entries for {} weights", ts.len(), ws.len()),
                     ));
+                }
+                if let Some(cs) = &cs {
+                    if cs.len() != ws.len() {
+                        return Err(invalid(
+                            format!("metadata '{KEY_GRAM_CROSS_TENSORS}'"),
+                            format!("{} entries for {} weights", cs.len(), ws.len()),
+                        ));
+                    }
                 }
                 match file.get(KEY_GRAM_LAYOUT).and_then(MetaValue::as_str) {
                     Some(GRAM_LAYOUT) => {}
@@ -647,7 +810,7 @@ impl GramFile {
                         ))
                     }
                 }
-                for (w, t) in ws.into_iter().zip(ts) {
+                for (k, (w, t)) in ws.into_iter().zip(ts).enumerate() {
                     let info = file.tensor(&t).ok_or_else(|| {
                         invalid(
                             format!("metadata '{KEY_GRAM_TENSORS}'"),
@@ -681,6 +844,23 @@ impl GramFile {
                             ),
                         ));
                     }
+                    if let Some(c) = cs.as_ref().map(|cs| &cs[k]) {
+                        let ci = file.tensor(c).ok_or_else(|| {
+                            invalid(
+                                format!("metadata '{KEY_GRAM_CROSS_TENSORS}'"),
+                                format!(
+                                    "tensor '{c}' (cross products of '{w}') is not in the file"
+                                ),
+                            )
+                        })?;
+                        if ci.ty != GgmlType::F32 || ci.dims != [p as u64, p as u64] {
+                            return Err(invalid(
+                                format!("tensor '{c}'"),
+                                format!("{} {:?}, expected F32 [{p}, {p}]", ci.ty, ci.dims),
+                            ));
+                        }
+                        crosses.insert(w.clone(), c.clone());
+                    }
                     grams.insert(w, t);
                 }
             }
@@ -694,6 +874,8 @@ impl GramFile {
         Ok(GramFile {
             file,
             grams,
+            crosses,
+            paired_model,
             stats,
             datasets,
             chunk_count,
@@ -714,6 +896,39 @@ impl GramFile {
     /// Whether `weight` has a full Gram.
     pub fn has_full(&self, weight: &str) -> bool {
         self.grams.contains_key(weight)
+    }
+
+    /// Whether the file comes from a paired calibration (cross products of a float and a
+    /// quantised model's inputs): the quantised model's file name.
+    pub fn paired_model(&self) -> Option<&str> {
+        self.paired_model.as_deref()
+    }
+
+    /// The cross products M = Σ_t x_t x̃_tᵀ of `weight` (p×p row-major: float model's input
+    /// index first), if the file has them. Errors on a shape mismatch or a non-finite element.
+    pub fn cross(&self, weight: &str, p: usize) -> Result<Option<Vec<f32>>, GramError> {
+        let Some(t) = self.crosses.get(weight) else {
+            return Ok(None);
+        };
+        let info = self.file.tensor(t).ok_or_else(|| self.missing(weight))?;
+        if info.dims != [p as u64, p as u64] {
+            return Err(GramError::ShapeMismatch {
+                path: self.path().to_path_buf(),
+                weight: weight.to_string(),
+                expected: p,
+                found: info.dims[0] as usize,
+            });
+        }
+        let bytes = self.file.tensor_data(info);
+        let m: Vec<f32> = (0..p * p).map(|k| f32_at(bytes, k)).collect();
+        if let Some(k) = m.iter().position(|v| !v.is_finite()) {
+            return Err(GramError::Invalid {
+                path: self.path().to_path_buf(),
+                field: format!("tensor '{t}' (cross products of '{weight}')"),
+                reason: format!("element {k} (row {}) is {}", k / p, m[k]),
+            });
+        }
+        Ok(Some(m))
     }
 
     /// Number of weights with a full Gram.
@@ -908,6 +1123,10 @@ impl crate::convert::SigmaProvider for GramFile {
         let data = view.full_f32().map_err(|e| e.to_string())?;
         Ok(crate::solver::FullSigma::new(p, data).map(crate::solver::Sigma::Full))
     }
+
+    fn cross(&self, tensor: &str, p: usize) -> Result<Option<Vec<f32>>, String> {
+        GramFile::cross(self, tensor, p).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -951,6 +1170,94 @@ mod tests {
         }
         assert!(seen.iter().all(|&s| s));
         assert_eq!(packed_index(p - 1, p - 1), packed_len(p) - 1);
+    }
+
+    #[test]
+    fn cross_accumulator_matches_naive_f64_and_rejects_bad_shapes() {
+        let p = 19;
+        let mut acc = CrossAccumulator::new(p);
+        let mut scratch = Vec::new();
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for chunk in 0..3 {
+            let x = pseudo_random(p * (20 + chunk * 7), chunk as u64 + 11);
+            let y = pseudo_random(p * (20 + chunk * 7), chunk as u64 + 21);
+            assert!(acc.add_rows(&x, &y, &mut scratch, Par::Seq));
+            xs.extend_from_slice(&x);
+            ys.extend_from_slice(&y);
+        }
+        let n = xs.len() / p;
+        for i in 0..p {
+            for j in 0..p {
+                let want: f64 = (0..n)
+                    .map(|t| f64::from(xs[t * p + i]) * f64::from(ys[t * p + j]))
+                    .sum();
+                let got = acc.m()[i * p + j];
+                assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "({i},{j})");
+            }
+        }
+        assert_eq!(acc.count(), n as u64);
+        assert!(!acc.add_rows(&xs[..p], &ys[..2 * p], &mut scratch, Par::Seq));
+        assert!(!acc.add_rows(&xs[..p + 1], &ys[..p + 1], &mut scratch, Par::Seq));
+        assert_eq!(acc.count(), n as u64);
+    }
+
+    #[test]
+    fn paired_file_round_trips_its_cross_products() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("paired.gram.gguf");
+        let l = layout_paired();
+        let mut scratch = Vec::new();
+        let mut accs = Vec::new();
+        let mut crosses = Vec::new();
+        for (k, p) in [4usize, 6].into_iter().enumerate() {
+            let x = pseudo_random(p * 10, 30 + k as u64);
+            let y = pseudo_random(p * 10, 40 + k as u64);
+            let mut a = InputAccumulator::new(p, true);
+            a.add_rows(&y, &mut scratch, Par::Seq);
+            let mut c = CrossAccumulator::new(p);
+            c.add_rows(&x, &y, &mut scratch, Par::Seq);
+            accs.push(a);
+            crosses.push(c);
+        }
+        let mut w = GramWriter::create(&path, l).unwrap();
+        // A paired layout needs the cross products.
+        assert!(w.write_gram(&accs[0], None).is_err());
+        let mut w = GramWriter::create(&path, layout_paired()).unwrap();
+        for (a, c) in accs.iter().zip(&crosses) {
+            w.write_gram(a, Some(c)).unwrap();
+        }
+        let diag: Vec<_> = accs
+            .iter()
+            .map(|a| (a.sum2().to_vec(), a.count()))
+            .collect();
+        w.finish(&diag, &[ExpertAccumulator::new(4, 2)]).unwrap();
+        let g = GramFile::open(&path).unwrap();
+        assert_eq!(g.paired_model(), Some("q.gguf"));
+        let m = g.cross("blk.0.ffn_down.weight", 6).unwrap().unwrap();
+        let want: Vec<f32> = crosses[1].m().iter().map(|&v| v as f32).collect();
+        assert_eq!(m, want);
+        assert_eq!(
+            g.cross("blk.0.attn_q.weight", 4).unwrap(),
+            g.cross("blk.0.attn_k.weight", 4).unwrap()
+        );
+        assert!(g.cross("blk.0.ffn_down.weight", 5).is_err());
+        assert!(g.cross("blk.0.ffn_up_exps.weight", 4).unwrap().is_none());
+        // A file without cross products has none.
+        let plain = dir.path().join("plain.gram.gguf");
+        let mut w = GramWriter::create(&plain, layout(true)).unwrap();
+        for a in &accs {
+            w.write_gram(a, None).unwrap();
+        }
+        w.finish(&diag, &[ExpertAccumulator::new(4, 2)]).unwrap();
+        let g = GramFile::open(&plain).unwrap();
+        assert_eq!(g.paired_model(), None);
+        assert!(g.cross("blk.0.ffn_down.weight", 6).unwrap().is_none());
+    }
+
+    fn layout_paired() -> GramLayout {
+        let mut l = layout(true);
+        l.paired_model = Some("q.gguf".into());
+        l
     }
 
     #[test]
@@ -1009,6 +1316,7 @@ mod tests {
             weights,
             full,
             sink_weight: 1.0,
+            paired_model: None,
         }
     }
 
@@ -1029,7 +1337,7 @@ mod tests {
         let mut w = GramWriter::create(&path, l.clone()).unwrap();
         // Finishing early is refused.
         for a in &accs {
-            w.write_gram(a).unwrap();
+            w.write_gram(a, None).unwrap();
         }
         let diag: Vec<_> = accs
             .iter()
@@ -1090,12 +1398,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.gram.gguf");
         let mut w = GramWriter::create(&path, layout(true)).unwrap();
-        w.write_gram(&InputAccumulator::new(4, true)).unwrap();
+        w.write_gram(&InputAccumulator::new(4, true), None).unwrap();
         assert!(w.finish(&[], &[]).is_err());
         assert!(!path.exists());
         // A Gram of the wrong width is refused.
         let mut w = GramWriter::create(&path, layout(true)).unwrap();
-        assert!(w.write_gram(&InputAccumulator::new(5, true)).is_err());
+        assert!(w.write_gram(&InputAccumulator::new(5, true), None).is_err());
     }
 
     #[test]
@@ -1108,7 +1416,7 @@ mod tests {
             InputAccumulator::new(6, false),
         ];
         for a in &accs {
-            w.write_gram(a).unwrap();
+            w.write_gram(a, None).unwrap();
         }
         let diag: Vec<_> = accs.iter().map(|a| (a.sum2().to_vec(), 1)).collect();
         w.finish(&diag, &[ExpertAccumulator::new(4, 2)]).unwrap();

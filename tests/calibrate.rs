@@ -48,6 +48,7 @@ fn opts(diag_only: bool, max_memory: u64) -> CalibrateOptions {
         progress: false,
         dataset: "test".into(),
         sink_weight: SINK_WEIGHT,
+        paired_model: None,
     }
 }
 
@@ -316,6 +317,49 @@ fn multi_pass_output_is_identical_to_single_pass() {
     // A budget below one Gram is a clear error.
     let err = calibrate(&f.model, &calib_text(), &multi, &opts(false, 1 << 20)).unwrap_err();
     assert!(err.to_string().contains("--max-memory"), "{err}");
+}
+
+/// A model paired with itself sees the same inputs twice: its Grams are the plain calibration's
+/// byte for byte, and every cross-product matrix equals its Gram (up to GEMM rounding).
+#[test]
+fn paired_with_itself_gives_cross_products_equal_to_the_gram() {
+    let Some(f) = fixture() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let paired = dir.path().join("paired.gram.gguf");
+    let mut o = opts(false, 8 << 30);
+    o.paired_model = Some(f.model.clone());
+    calibrate(&f.model, &calib_text(), &paired, &o).unwrap();
+    let (g, p0) = (
+        GramFile::open(&paired).unwrap(),
+        GramFile::open(&f.full).unwrap(),
+    );
+    assert!(g.paired_model().is_some());
+    assert_eq!(p0.paired_model(), None);
+    let mut n = 0;
+    for w in p0.weights().filter(|w| p0.has_full(w)).collect::<Vec<_>>() {
+        let a = p0.gram(w, None).unwrap();
+        let b = g.gram(w, None).unwrap();
+        let (fa, fb) = (a.full().unwrap(), b.full().unwrap());
+        assert!(fa == fb, "{w}: paired Gram differs from the plain one");
+        let p = a.p();
+        let m = g.cross(w, p).unwrap().expect("cross products");
+        let scale = (0..p).map(|j| fa[j * p + j]).fold(0.0, f64::max);
+        for (k, (&c, &s)) in m.iter().zip(&fa).enumerate() {
+            assert!(
+                (f64::from(c) - s).abs() <= 1e-5 * scale,
+                "{w} ({}, {}): cross {c} vs Gram {s}",
+                k / p,
+                k % p
+            );
+        }
+        n += 1;
+    }
+    assert!(n > 0);
+    // Diagonal-only and paired do not mix.
+    let mut o = opts(true, 8 << 30);
+    o.paired_model = Some(f.model.clone());
+    let err = calibrate(&f.model, &calib_text(), &paired, &o).unwrap_err();
+    assert!(err.to_string().contains("paired"), "{err}");
 }
 
 #[test]

@@ -4,18 +4,21 @@
 //!
 //! Conventions: `W` is q×p, row-major; a row is one GGUF row (q = `n_rows` = output features,
 //! p = `ne[0]` = input features); Σ is p×p. Modules: [`sigma`] (Σ and damping), [`grid`] (every
-//! format as scales + codes), `cd` (the sweeps), `gptq` (the baseline / initialiser).
+//! format as scales + codes), `cd` (the sweeps), `gptq` (the baseline / initialiser), [`cross`]
+//! (the target of a paired calibration).
 //!
 //! Determinism: rows are processed in fixed chunks of [`SolveOptions::chunk_rows`] rows, each
 //! chunk wholly by one thread with sequential GEMMs, and objectives are summed in chunk order, so
 //! the output does not depend on the number of threads.
 
 mod cd;
+pub mod cross;
 mod gptq;
 pub mod grid;
 mod outliers;
 pub mod sigma;
 
+pub use cross::{cross_target, CrossOptions};
 pub use grid::{Spec, Target};
 pub use sigma::{FullSigma, Sigma};
 
