@@ -318,6 +318,16 @@ pub(super) const fn padded<const N: usize>(t: [i8; N]) -> [i8; 16] {
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
 )]
+/// The padded level table of `b`-bit codes (`b` ∈ 2..=4).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) const fn padded_table(b: u8) -> [i8; 16] {
+    match b {
+        2 => padded(TABLE_2),
+        3 => padded(TABLE_3),
+        _ => padded(TABLE_4),
+    }
+}
+
 pub(super) static PADDED_TABLES: [[i8; 16]; 3] =
     [padded(TABLE_2), padded(TABLE_3), padded(TABLE_4)];
 

@@ -38,12 +38,18 @@ fn simd_dots(fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> Vec<(String, f32
         #[cfg(target_arch = "x86_64")]
         if k == Kernel::Avx512 {
             // SAFETY: AVX-512 available (k is); lengths are the caller's valid row.
-            let plain = unsafe { x86::dot_q8_0_avx512_impl(fmt, row, q8, p, false) };
+            use x86::Avx512Variant::*;
+            let plain = unsafe { x86::dot_q8_0_avx512_impl(fmt, row, q8, p, Maddubs) };
             out.push(("avx512-maddubs".into(), plain));
             if x86::has_avx512vnni() {
                 // SAFETY: VNNI detected.
-                let v = unsafe { x86::dot_q8_0_avx512_impl(fmt, row, q8, p, true) };
+                let v = unsafe { x86::dot_q8_0_avx512_impl(fmt, row, q8, p, Vnni) };
                 out.push(("avx512-vnni".into(), v));
+            }
+            if x86::has_avx512vbmi() {
+                // SAFETY: VBMI and VNNI detected.
+                let v = unsafe { x86::dot_q8_0_avx512_impl(fmt, row, q8, p, Vbmi) };
+                out.push(("avx512-vbmi".into(), v));
             }
         }
     }
@@ -350,7 +356,7 @@ fn matmul_matches_vec_dot_and_ignores_thread_count() {
 fn simd_pool_sums_are_bit_identical_to_scalar() {
     let mut rng = Rng(777);
     for fmt in QeFormat::ALL.into_iter().filter(|f| f.pool > 0) {
-        for p in [128, 576, 1536, 4096, 65504] {
+        for p in [128, 160, 576, 1536, 4096, 65504] {
             let (scales, codes, mut outliers) = random_row(fmt, p, &mut rng);
             // Also a full pool.
             if rng.below(2) == 0 {
@@ -371,6 +377,21 @@ fn simd_pool_sums_are_bit_identical_to_scalar() {
                     // SAFETY: AVX2/F16C available; q8 has p/32 blocks.
                     let got = unsafe { x86::pool_q8_0_avx2(pool, &q8, p) };
                     assert_eq!(got.to_bits(), want.to_bits(), "{what} {fmt:?} p={p}");
+                }
+                if x86::has_avx512vbmi() {
+                    // The VBMI kernel sums the pool inside the dot: with every scale code 0 the
+                    // blocks add exactly +0, so the dot is the pool sum (+0 + pool in both).
+                    let mut zr = row.to_vec();
+                    for b in zr[..at].chunks_exact_mut(fmt.block_bytes()) {
+                        b[0] = 0;
+                        b[1] = 0;
+                    }
+                    let want = scalar::dot_q8_0(fmt, &zr, &q8, p);
+                    // SAFETY: VBMI and VNNI detected; lengths are the row's.
+                    let got = unsafe {
+                        x86::dot_q8_0_avx512_impl(fmt, &zr, &q8, p, x86::Avx512Variant::Vbmi)
+                    };
+                    assert_eq!(got.to_bits(), want.to_bits(), "vbmi {what} {fmt:?} p={p}");
                 }
             };
             check(&row, "pool");
