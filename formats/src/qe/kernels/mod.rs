@@ -194,18 +194,43 @@ pub fn vec_dot_f32(fmt: QeFormat, row: &[u8], x: &[f32]) -> Result<f32, FormatEr
 
 /// Dot product of one QE row with ggml `block_q8_0` activations (`q8` = `p/32` blocks of 34
 /// bytes; the row width `p` follows from it), using `kernel`.
+///
+/// Called once per row: the checks are one combined test (a chain of early returns cost ~4 ns
+/// of a 50 ns row of 1536 weights), the error, if any, is worked out by [`q8_0_error`].
+#[inline]
 pub fn vec_dot_q8_0_with(
     kernel: Kernel,
     fmt: QeFormat,
     row: &[u8],
     q8: &[u8],
 ) -> Result<f32, FormatError> {
-    let p = q8_width(fmt, q8)?;
-    check_row(fmt, row, p)?;
-    if !kernel.is_available() {
-        return Err(unavailable(fmt, kernel));
+    let p = q8.len() / BLOCK_Q8_0_BYTES * QK;
+    let ok = q8.len().is_multiple_of(BLOCK_Q8_0_BYTES)
+        & fmt.is_valid()
+        & (p <= super::MAX_WIDTH)
+        & (row.len() == fmt.row_bytes(p))
+        & kernel.is_available();
+    if !ok {
+        return Err(q8_0_error(kernel, fmt, row, q8));
     }
     Ok(dot_q8_0_unchecked(kernel, fmt, row, q8, p))
+}
+
+/// The error [`vec_dot_q8_0_with`] reports (the checks in their documented order).
+#[cold]
+#[inline(never)]
+fn q8_0_error(kernel: Kernel, fmt: QeFormat, row: &[u8], q8: &[u8]) -> FormatError {
+    let check = || {
+        let p = q8_width(fmt, q8)?;
+        check_row(fmt, row, p)?;
+        if !kernel.is_available() {
+            return Err(unavailable(fmt, kernel));
+        }
+        Ok(())
+    };
+    // The combined test and the detailed checks agree; should they ever not, this is still an
+    // error, not a panic.
+    check().err().unwrap_or_else(|| unavailable(fmt, kernel))
 }
 
 /// Dot product of one QE row with ggml `block_q8_0` activations, fastest kernel. This is the

@@ -66,12 +66,18 @@ const F_VBMI: u8 = 16;
 /// `vec_dot` asks per row).
 #[inline]
 fn features() -> u8 {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static FEATURES: AtomicU8 = AtomicU8::new(0);
-    let f = FEATURES.load(Ordering::Relaxed);
+    let f = FEATURES.load(std::sync::atomic::Ordering::Relaxed);
     if f != 0 {
         return f;
     }
+    detect_features()
+}
+
+static FEATURES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+#[cold]
+#[inline(never)]
+fn detect_features() -> u8 {
     let avx2 = is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c");
@@ -86,7 +92,7 @@ fn features() -> u8 {
         | if avx512 { F_AVX512 } else { 0 }
         | if vnni { F_VNNI } else { 0 }
         | if vbmi { F_VBMI } else { 0 };
-    FEATURES.store(f, Ordering::Relaxed);
+    FEATURES.store(f, std::sync::atomic::Ordering::Relaxed);
     f
 }
 
@@ -100,11 +106,14 @@ pub(crate) fn has_avx512() -> bool {
     features() & F_AVX512 != 0
 }
 
+/// AVX512-VNNI present (tests pick the block loops by hand).
+#[cfg(test)]
 pub(crate) fn has_avx512vnni() -> bool {
     features() & F_VNNI != 0
 }
 
 /// AVX512-VBMI and AVX512-VNNI present (the [`Avx512Variant::Vbmi`] block loop).
+#[cfg(test)]
 pub(crate) fn has_avx512vbmi() -> bool {
     features() & F_VBMI != 0
 }
@@ -893,18 +902,42 @@ unsafe fn pool_q8_0_buffered(
 
 /// AVX-512 dot with Q8_0 activations (VNNI `vpdpbusd` when the CPU has it). Safety: as
 /// [`dot_q8_0_avx2`], with AVX-512 F/BW/VL available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+///
+/// Not a `target_feature` function, so it inlines into `vec_dot` and the VBMI kernels are
+/// called directly (one call per row instead of three: the dispatch was ~6 % of a 1536-wide
+/// row).
+#[inline(always)]
 pub(crate) unsafe fn dot_q8_0_avx512(fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> f32 {
+    let f = features();
     // VBMI: more work per row before and after its block loop; it wins from about 1024
     // weights per row (576-wide rows were ~15 % slower with it, 1536-wide ~5 % faster).
-    let v = if has_avx512vbmi() && p >= 1024 {
-        Avx512Variant::Vbmi
-    } else if has_avx512vnni() {
+    if f & F_VBMI != 0 && p >= 1024 {
+        return dot_q8_0_vbmi_dispatch(fmt, row, q8, p);
+    }
+    let v = if f & F_VNNI != 0 {
         Avx512Variant::Vnni
     } else {
         Avx512Variant::Maddubs
     };
     dot_q8_0_avx512_impl(fmt, row, q8, p, v)
+}
+
+/// The VBMI kernel of `fmt`. Safety: AVX512-VBMI and VNNI available, lengths as
+/// [`dot_q8_0_avx2`].
+#[inline(always)]
+unsafe fn dot_q8_0_vbmi_dispatch(fmt: QeFormat, row: &[u8], q8: &[u8], p: usize) -> f32 {
+    let nb = p / QK;
+    match (fmt.bits, fmt.pool) {
+        (2, 0) => dot_q8_0_vbmi::<2, 0>(row, q8, nb, p),
+        (2, 1) => dot_q8_0_vbmi::<2, 1>(row, q8, nb, p),
+        (2, _) => dot_q8_0_vbmi::<2, 2>(row, q8, nb, p),
+        (3, 0) => dot_q8_0_vbmi::<3, 0>(row, q8, nb, p),
+        (3, 1) => dot_q8_0_vbmi::<3, 1>(row, q8, nb, p),
+        (3, _) => dot_q8_0_vbmi::<3, 2>(row, q8, nb, p),
+        (_, 0) => dot_q8_0_vbmi::<4, 0>(row, q8, nb, p),
+        (_, 1) => dot_q8_0_vbmi::<4, 1>(row, q8, nb, p),
+        (_, _) => dot_q8_0_vbmi::<4, 2>(row, q8, nb, p),
+    }
 }
 
 /// The AVX-512 block loops: `maddubs` (F/BW/VL only), VNNI, VBMI + VNNI.
@@ -928,17 +961,7 @@ pub(crate) unsafe fn dot_q8_0_avx512_impl(
     use Avx512Variant::*;
     let nb = p / QK;
     if v == Vbmi {
-        return match (fmt.bits, fmt.pool) {
-            (2, 0) => dot_q8_0_vbmi::<2, 0>(row, q8, nb, p),
-            (2, 1) => dot_q8_0_vbmi::<2, 1>(row, q8, nb, p),
-            (2, _) => dot_q8_0_vbmi::<2, 2>(row, q8, nb, p),
-            (3, 0) => dot_q8_0_vbmi::<3, 0>(row, q8, nb, p),
-            (3, 1) => dot_q8_0_vbmi::<3, 1>(row, q8, nb, p),
-            (3, _) => dot_q8_0_vbmi::<3, 2>(row, q8, nb, p),
-            (_, 0) => dot_q8_0_vbmi::<4, 0>(row, q8, nb, p),
-            (_, 1) => dot_q8_0_vbmi::<4, 1>(row, q8, nb, p),
-            (_, _) => dot_q8_0_vbmi::<4, 2>(row, q8, nb, p),
-        };
+        return dot_q8_0_vbmi_dispatch(fmt, row, q8, p);
     }
     let (blocks, pool) = row.split_at(nb * fmt.block_bytes());
     let s = match (fmt.bits, v) {
