@@ -8,7 +8,7 @@
 # --chunks / --calib-chunks). Steps, each cached:
 #   1. `calibrate ref --paired quantease-TYPE.gguf` on the same calibration text and chunks →
 #      paired-TYPE.gram.gguf (Grams of the quantised model's inputs + cross products);
-#   2. per STRENGTH (default 0.3): `convert ref --type TYPE --gram paired-TYPE.gram.gguf
+#   2. per STRENGTH (default: 0 and 0.3): `convert ref --type TYPE --gram paired-TYPE.gram.gguf
 #      --cross-strength STRENGTH` → paired-TYPE-sSTRENGTH.gguf;
 #   3. `perplexity --base ref` on wiki.dev.raw, and one line per file: mean KLD next to the
 #      one-shot file's.
@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     *) strengths+=("$1"); shift ;;
     esac
 done
-[ ${#strengths[@]} -eq 0 ] && strengths=(0.3)
+[ ${#strengths[@]} -eq 0 ] && strengths=(0 0.3)
 data=${QUANTEASE_DATA:-$repo/../shared/data}
 work=${QUANTEASE_CACHE:-$repo/cache}/quality/$model
 ref=$(ls "$work"/ref-F32.gguf "$work"/ref-F16.gguf 2>/dev/null | head -1)

@@ -265,12 +265,15 @@ struct ConvertArgs {
     shrink: f64,
     /// With a Gram file from `calibrate --paired`: move each tensor's target from W (0) to
     /// W* = W·M·Σ̃⁻¹ (1), the weights that best reproduce the float model's outputs from the
-    /// quantised model's inputs (regularised with the same --shrink and --damp). All layers
-    /// are re-solved at once, each compensating errors the layers before it now also correct, so
-    /// full strength overshoots: SmolLM2-135M Q2_K KLD 0.186 / 0.178 / 0.175 / 0.199 / 0.408
-    /// with X = 0 / 0.15 / 0.3 / 0.5 / 1 (one-shot QuantEase 0.179). Ignored for Gram files
-    /// without cross products.
-    #[arg(long, value_name = "X", default_value_t = 0.3)]
+    /// quantised model's inputs (regularised with the same --shrink and --damp). At 0 the file's
+    /// Σ̃ (the quantised model's inputs) is used with the plain target W. All layers are re-solved
+    /// at once, each compensating errors the layers before it now also correct, so large values
+    /// overshoot. Measured (mean KLD, docs/solver.md): SmolLM2-135M Q2_K 0.186 / 0.175 / 0.408
+    /// with X = 0 / 0.3 / 1 (one-shot 0.179), and 0.3 helped its Q4_0, Q4_K_M, IQ4_NL and
+    /// Q3_K_M by 3–9 %; Qwen2.5-Coder-1.5B Q2_K 0.251 / 0.320 with X = 0 / 0.3 (one-shot 0.263).
+    /// No value helps every model: compare with `perplexity --base` before publishing. Ignored
+    /// for Gram files without cross products.
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
     cross_strength: f64,
     /// GPTQ visits columns by decreasing Σ_jj.
     #[arg(long)]
