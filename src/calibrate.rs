@@ -844,7 +844,6 @@ pub fn calibrate_chunks(
         {
             let mut st = lock(&state);
             st.input_active = (0..inputs.len()).map(|i| pass.contains(&i)).collect();
-            st.experts_active = k == 0;
             for i in pass.clone() {
                 st.accs[i] = Some(InputAccumulator::new(inputs[i].1, full));
                 if paired {

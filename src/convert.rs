@@ -380,22 +380,18 @@ fn solve_tensor(
     let start = Instant::now();
     let width = p.dims[0] as usize;
     let n_rows: usize = p.dims.iter().skip(1).product::<u64>() as usize;
+    let sigma_err = |message| ConvertError::Sigma {
+        tensor: p.name.clone(),
+        message,
+    };
     let full = match settings.gram {
-        Some(g) => g
-            .sigma(&p.name, width)
-            .map_err(|message| ConvertError::Sigma {
-                tensor: p.name.clone(),
-                message,
-            })?,
+        Some(g) => g.sigma(&p.name, width).map_err(sigma_err)?,
         None => None,
     };
     let cross = match (settings.gram, &full) {
-        (Some(g), Some(Sigma::Full(_))) if settings.cross_strength != 0.0 => g
-            .cross(&p.name, width)
-            .map_err(|message| ConvertError::Sigma {
-                tensor: p.name.clone(),
-                message,
-            })?,
+        (Some(g), Some(Sigma::Full(_))) if settings.cross_strength != 0.0 => {
+            g.cross(&p.name, width).map_err(sigma_err)?
+        }
         _ => None,
     };
     let sigma = match (full, importance) {

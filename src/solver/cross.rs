@@ -51,8 +51,11 @@ pub fn cross_target(
     m: &[f32],
     opts: &CrossOptions,
 ) -> Option<()> {
-    if sigma.p() != p || m.len() != p * p || w.len() != n * p || opts.strength == 0.0 {
-        return (opts.strength == 0.0).then_some(());
+    if opts.strength == 0.0 {
+        return Some(());
+    }
+    if sigma.p() != p || m.len() != p * p || w.len() != n * p {
+        return None;
     }
     let s = opts.shrink.clamp(0.0, 1.0);
     let off = (1.0 - s) as f32;

@@ -276,6 +276,30 @@ pub(crate) unsafe fn dot_q8_0_avx2(fmt: QeFormat, row: &[u8], q8: &[u8], p: usiz
     s + pool_q8_0_avx2(pool, q8, p)
 }
 
+/// One eight-entry step of the pool's vector pass, shared by both pool walks: `ent` holds eight
+/// entries (u16 column, f16 `h`), `d` their activation blocks' f16 scales and `q` (low 8 bytes)
+/// their activation bytes; lane `j < cnt` gets `acc + h·(d·q)`, the other lanes keep `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pool_step(acc: __m256, ent: __m256i, d: __m128i, q: __m128i, cnt: usize) -> __m256 {
+    // h (bytes 2, 3 of each entry) of four entries to the low 64 bits of each 128-bit lane.
+    let h_shuf = _mm256_setr_epi8(
+        2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, 2, 3, 6, 7, 10, 11, 14, 15, -1,
+        -1, -1, -1, -1, -1, -1, -1,
+    );
+    let d = _mm256_cvtph_ps(d);
+    let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    let hv = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(ent, h_shuf));
+    let h = _mm256_cvtph_ps(_mm256_castsi256_si128(hv));
+    let sum = _mm256_add_ps(acc, _mm256_mul_ps(h, _mm256_mul_ps(d, q)));
+    if cnt >= 8 {
+        return sum;
+    }
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt as i32), lanes);
+    _mm256_blendv_ps(acc, sum, _mm256_castsi256_ps(keep))
+}
+
 /// The pool's contribution against Q8_0 activations, eight entries per step: entry `e` goes to
 /// lane `e mod 8` (= partial sum `s[e mod 8]` of [`scalar::pool_q8_0`]) with the same f32
 /// operations `h·(d_q·q)`, and the final horizontal sum is [`scalar::combine8`]'s tree, so the
@@ -290,11 +314,6 @@ pub(crate) unsafe fn pool_q8_0_avx2(pool: &[u8], q8: &[u8], p: usize) -> f32 {
     let n = pool.len() / 4;
     let (pp, qp) = (pool.as_ptr(), q8.as_ptr());
     let pv = _mm256_set1_epi32(p as i32);
-    // h (bytes 2, 3 of each entry) of four entries to the low 64 bits of each 128-bit lane.
-    let h_shuf = _mm256_setr_epi8(
-        2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, 2, 3, 6, 7, 10, 11, 14, 15, -1,
-        -1, -1, -1, -1, -1, -1, -1,
-    );
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut acc = _mm256_setzero_ps();
     let mut dbuf = [0u16; 8];
@@ -340,21 +359,17 @@ pub(crate) unsafe fn pool_q8_0_avx2(pool: &[u8], q8: &[u8], p: usize) -> f32 {
                 load(j, &mut dbuf, &mut qbuf, ep);
             }
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(dbuf.as_ptr() as *const __m128i));
-        let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-            qbuf.as_ptr() as *const __m128i
-        )));
-        let hv = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(ent, h_shuf));
-        let h = _mm256_cvtph_ps(_mm256_castsi256_si128(hv));
-        let sum = _mm256_add_ps(acc, _mm256_mul_ps(h, _mm256_mul_ps(d, q)));
-        if cnt == 8 {
-            acc = sum;
-            e += 8;
-        } else {
-            let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt as i32), lanes);
-            acc = _mm256_blendv_ps(acc, sum, _mm256_castsi256_ps(keep));
+        acc = pool_step(
+            acc,
+            ent,
+            _mm_loadu_si128(dbuf.as_ptr() as *const __m128i),
+            _mm_loadl_epi64(qbuf.as_ptr() as *const __m128i),
+            cnt,
+        );
+        if cnt < 8 {
             break;
         }
+        e += 8;
     }
     hsum256(acc)
 }
@@ -856,11 +871,6 @@ unsafe fn pool_q8_0_buffered(
     db: *mut u16,
 ) -> f32 {
     let pv = _mm256_set1_epi32(p as i32);
-    let h_shuf = _mm256_setr_epi8(
-        2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, 2, 3, 6, 7, 10, 11, 14, 15, -1,
-        -1, -1, -1, -1, -1, -1, -1,
-    );
-    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut acc = _mm256_setzero_ps();
     let mut e = 0;
     while e < n {
@@ -881,21 +891,17 @@ unsafe fn pool_q8_0_buffered(
         if cnt == 0 {
             break;
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(db.add(e) as *const __m128i));
-        let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-            qb.add(e) as *const __m128i
-        )));
-        let hv = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(ent, h_shuf));
-        let h = _mm256_cvtph_ps(_mm256_castsi256_si128(hv));
-        let sum = _mm256_add_ps(acc, _mm256_mul_ps(h, _mm256_mul_ps(d, q)));
-        if cnt == 8 {
-            acc = sum;
-            e += 8;
-        } else {
-            let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt as i32), lanes);
-            acc = _mm256_blendv_ps(acc, sum, _mm256_castsi256_ps(keep));
+        acc = pool_step(
+            acc,
+            ent,
+            _mm_loadu_si128(db.add(e) as *const __m128i),
+            _mm_loadl_epi64(qb.add(e) as *const __m128i),
+            cnt,
+        );
+        if cnt < 8 {
             break;
         }
+        e += 8;
     }
     hsum256(acc)
 }
