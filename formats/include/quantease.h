@@ -5,7 +5,8 @@
  * libquantease_formats.so, both built by `cargo build --release -p quantease-formats`.
  * Format specification: formats/SPEC.md.
  *
- * QE FORMAT VERSION 2 (GGUF metadata quantease.format_version = 2; version 1 files are refused).
+ * QE FORMAT VERSION 3 (GGUF metadata quantease.format_version = 3; files of versions 1 and 2 are
+ * refused: version 3 changed the packing of 3-bit codes to a bit stream).
  * Types QE{b}_{s}: b = code bits (2, 3, 4), s = outlier-pool bytes per 32-weight block (0, 1, 2).
  * Type id = 200 + 3*(b-2) + s (ggml's own ids are all below 64). Block size 32 weights,
  * type_size = 2 + 4*b + s bytes. A row of n weights (n a multiple of 32, n <= 65504) takes
@@ -49,7 +50,7 @@ extern "C" {
 #define QUANTEASE_TYPE_COUNT 9
 
 /* The QE format version these kernels implement (GGUF key quantease.format_version). */
-#define QUANTEASE_FORMAT_VERSION 2
+#define QUANTEASE_FORMAT_VERSION 3
 
 /* Decode one row of k weights (x: the packed row, y: k floats). */
 typedef void (*quantease_to_float_t)(const void *x, float *y, int64_t k);

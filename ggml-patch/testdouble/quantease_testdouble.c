@@ -1,5 +1,5 @@
 /* TEST DOUBLE ONLY - NOT the real QE kernels (those are libquantease_formats, formats/ crate).
- * Scalar stand-in of the QE C ABI for QE FORMAT VERSION 2, written from the value formula in
+ * Scalar stand-in of the QE C ABI for QE FORMAT VERSION 3, written from the value formula in
  * formats/SPEC.md, so the ggml patch can be built and tested without the real library. In-block
  * code packing as documented in formats/src/qe/mod.rs (so it also decodes files of the real
  * encoder: an independent second implementation); outlier pool layout per spec. Scalar and slow:
@@ -80,18 +80,24 @@ static unsigned nearest_code(fmt_t f, float s, float x) {
 
 /* code packing of formats/src/qe/mod.rs (formats/SPEC.md), re-implemented independently:
  *   b = 2: qs[8]          byte j bits 2k..2k+1 = code of weight j + 8k   (j < 8, k < 4)
- *   b = 3: qs[8] + qh[4]  low 2 bits as for b = 2; u32 LE qh bit i = bit 2 of code i
+ *   b = 3: qs[12]         96-bit little-endian stream, code i = bits 3i..3i+2
  *   b = 4: qs[16]         byte j low nibble = weight j, high nibble = weight j + 16 */
 static unsigned get_code(const uint8_t *qs, int bits, int i) {
     if (bits == 4) return i < 16 ? (qs[i] & 0x0F) : (qs[i - 16] >> 4);
-    unsigned c = (qs[i & 7] >> (2*(i >> 3))) & 3u;
-    if (bits == 3) c |= ((qs[8 + (i >> 3)] >> (i & 7)) & 1u) << 2;
-    return c;
+    if (bits == 3) {
+        unsigned c = 0;
+        for (int t = 0; t < 3; t++) c |= ((qs[(3*i + t) >> 3] >> ((3*i + t) & 7)) & 1u) << t;
+        return c;
+    }
+    return (qs[i & 7] >> (2*(i >> 3))) & 3u;
 }
 static void put_code(uint8_t *qs, int bits, int i, unsigned v) {
     if (bits == 4) { if (i < 16) qs[i] |= (uint8_t) (v & 0x0F); else qs[i - 16] |= (uint8_t) ((v & 0x0F) << 4); return; }
+    if (bits == 3) {
+        for (int t = 0; t < 3; t++) qs[(3*i + t) >> 3] |= (uint8_t) (((v >> t) & 1u) << ((3*i + t) & 7));
+        return;
+    }
     qs[i & 7] |= (uint8_t) ((v & 3u) << (2*(i >> 3)));
-    if (bits == 3) qs[8 + (i >> 3)] |= (uint8_t) (((v >> 2) & 1u) << (i & 7));
 }
 
 static int valid_width(int64_t k) { return k > 0 && k % 32 == 0 && k <= 65504; }

@@ -1,4 +1,4 @@
-//! The QuantEase (QE) block formats, **format version 2**: `QE{b}_{s}`, `b` code bits ∈
+//! The QuantEase (QE) block formats, **format version 3**: `QE{b}_{s}`, `b` code bits ∈
 //! {2, 3, 4}, `s` outlier-pool bytes per 32-weight block ∈ {0, 1, 2}. Full specification:
 //! `formats/SPEC.md`.
 //!
@@ -9,7 +9,8 @@
 //! block (2 + 4b bytes) = u0, u1 (8-bit scale codes of weights 0..15 and 16..31)
 //!                        + 32 b-bit codes, packed per bit width:
 //!   b = 2: qs[8]            byte j bits 2k..2k+1 = code of weight j + 8k   (j < 8, k < 4)
-//!   b = 3: qs[8] + qh[4]    low 2 bits as for b = 2; u32 LE qh bit i = bit 2 of code i
+//!   b = 3: qs[12]           a 96-bit LE bit stream: code i = bits 3i..3i+2 (eight codes
+//!                           per 3 bytes: weights 8g..8g+7 in bytes 3g..3g+2)
 //!   b = 4: qs[16]           byte j low nibble = weight j, high nibble = weight j + 16
 //! pool = floor(nb·s/4) entries of (u16 LE column, f16 LE additive value h),
 //!        used entries first with strictly increasing columns, unused = (0xFFFF, 0),
@@ -22,9 +23,11 @@
 //! `S(u) = (e == 0 ? m : (16 + m) << (e − 1))·2⁻²¹`; `T_b` is the format's level table
 //! ([`QeFormat::table`], i8, ascending, symmetric).
 //!
-//! The code packing is version 1's: 2-bit planes are a 64-bit broadcast and per-lane shifts by
-//! 0/2/4/6 (weights come out in natural order), the third bit is a 32-bit mask, 4-bit codes are
-//! Q4_0's nibble layout; levels are then one byte shuffle of the table.
+//! Code packing: 2-bit planes are a 64-bit broadcast and per-lane shifts by 0/2/4/6 (weights
+//! come out in natural order); 3-bit codes are a bit stream (version 3; versions 1 and 2 had
+//! 2-bit planes plus a mask of third bits), which AVX512-VBMI unpacks with one byte permute and
+//! one `vpmultishiftqb`; 4-bit codes are Q4_0's nibble layout; levels are then one byte
+//! shuffle of the table.
 //!
 //! # Row-level pool: one row at a time
 //!
@@ -63,7 +66,7 @@ pub const POOL_ENTRY_BYTES: usize = 4;
 pub const FORMAT_VERSION_KEY: &str = "quantease.format_version";
 /// Value of [`FORMAT_VERSION_KEY`] for the format described here. Readers refuse every other
 /// value (the converter's `qe_version::check`).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Level table of the 2-bit formats.
 pub const TABLE_2: [i8; 4] = [-127, -28, 28, 127];
@@ -339,17 +342,19 @@ fn check_width(fmt: QeFormat, p: usize) -> Result<usize, FormatError> {
 pub(crate) fn pack_codes(bits: u8, codes: &[u8], out: &mut [u8]) {
     match bits {
         4 => crate::legacy::pack_nibbles(codes, out),
+        3 => {
+            // Eight codes per 24-bit little-endian group.
+            for (g, o) in codes[..QK].chunks_exact(8).zip(out.chunks_exact_mut(3)) {
+                let v = g
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, &c)| acc | (u32::from(c & 7) << (3 * i)));
+                o.copy_from_slice(&v.to_le_bytes()[..3]);
+            }
+        }
         _ => {
             for j in 0..8 {
                 out[j] = (0..4).fold(0u8, |acc, k| acc | ((codes[j + 8 * k] & 3) << (2 * k)));
-            }
-            if bits == 3 {
-                let qh = codes
-                    .iter()
-                    .take(QK)
-                    .enumerate()
-                    .fold(0u32, |acc, (i, &c)| acc | ((((c >> 2) & 1) as u32) << i));
-                out[8..12].copy_from_slice(&qh.to_le_bytes());
             }
         }
     }
@@ -359,16 +364,21 @@ pub(crate) fn pack_codes(bits: u8, codes: &[u8], out: &mut [u8]) {
 pub(crate) fn unpack_codes(bits: u8, qs: &[u8], codes: &mut [u8]) {
     match bits {
         4 => crate::legacy::unpack_nibbles(qs, codes),
+        3 => {
+            for (g, o) in qs[..12]
+                .chunks_exact(3)
+                .zip(codes[..QK].chunks_exact_mut(8))
+            {
+                let v = u32::from_le_bytes([g[0], g[1], g[2], 0]);
+                for (i, c) in o.iter_mut().enumerate() {
+                    *c = ((v >> (3 * i)) & 7) as u8;
+                }
+            }
+        }
         _ => {
             for j in 0..8 {
                 for k in 0..4 {
                     codes[j + 8 * k] = (qs[j] >> (2 * k)) & 3;
-                }
-            }
-            if bits == 3 {
-                let qh = u32::from_le_bytes([qs[8], qs[9], qs[10], qs[11]]);
-                for (i, c) in codes.iter_mut().take(QK).enumerate() {
-                    *c |= (((qh >> i) & 1) as u8) << 2;
                 }
             }
         }

@@ -99,7 +99,7 @@ fn formats_ids_sizes_and_tables() {
     assert_eq!(QeFormat { bits: 3, pool: 0 }.capacity(576), 0);
     assert!(QeFormat { bits: 5, pool: 0 }.check().is_err());
     assert!(QeFormat { bits: 3, pool: 3 }.to_type().is_none());
-    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(FORMAT_VERSION, 3);
     assert_eq!(SUB, 16);
 }
 
@@ -343,14 +343,14 @@ fn bit_level_layout_and_value_formula() {
         ]
     );
 
-    // QE3_1: qh bit i adds 4 to code i.
+    // QE3_1: code i is bits 3i..3i+2 of the 12 code bytes (a little-endian bit stream).
     let fmt = QeFormat { bits: 3, pool: 1 };
     // One block: 14 bytes + 1 pool byte (capacity 0: the byte is padding).
     let mut row = vec![0u8; 15];
     row[0] = 255;
     row[1] = 1;
-    row[2] = 0b01; // weight 0 low bits 1
-    row[10..14].copy_from_slice(&(1u32 | 1 << 31).to_le_bytes()); // weights 0 and 31 high bit
+    row[2] = 0b101; // weight 0: code 5
+    row[13] = 0b100 << 5; // weight 31: bits 93..95 = bits 5..7 of code byte 11: code 4
     let mut y = [0f32; 32];
     dequantize_row(fmt, &row, &mut y).unwrap();
     assert_eq!(y[0], 0.2421875 * 40.0); // code 5

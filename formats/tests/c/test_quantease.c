@@ -44,19 +44,19 @@ static uint16_t f32_to_f16(float f) {
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
-/* Code i of a block's code bytes, per the spec's packing. */
+/* Code i of a block's code bytes, per the spec's packing (format version 3). */
 static int code_at(int bits, const uint8_t *qs, int i) {
     if (bits == 4) return (i < 16) ? (qs[i] & 0x0f) : (qs[i - 16] >> 4);
-    int c = (qs[i % 8] >> (2 * (i / 8))) & 3;
     if (bits == 3) {
-        uint32_t qh = (uint32_t)qs[8] | ((uint32_t)qs[9] << 8) | ((uint32_t)qs[10] << 16) |
-                      ((uint32_t)qs[11] << 24);
-        c |= (int)((qh >> i) & 1) << 2;
+        /* 96-bit little-endian stream: code i = bits 3i..3i+2 */
+        int bit = 3 * i, c = 0;
+        for (int t = 0; t < 3; t++, bit++) c |= ((qs[bit / 8] >> (bit % 8)) & 1) << t;
+        return c;
     }
-    return c;
+    return (qs[i % 8] >> (2 * (i / 8))) & 3;
 }
 
-/* Level tables T_b of format version 2 (SPEC.md 3.3). */
+/* Level tables T_b of format versions 2 and 3 (SPEC.md 3.3). */
 static const int8_t T2[4] = {-127, -28, 28, 127};
 static const int8_t T3[8] = {-127, -75, -40, -11, 11, 40, 75, 127};
 static const int8_t T4[16] = {-127, -102, -79, -60, -43, -29, -16, -5, 5, 16, 29, 43, 60, 79, 102, 127};

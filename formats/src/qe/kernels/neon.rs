@@ -1,7 +1,8 @@
-//! aarch64 NEON kernels for QE format version 2 (compile-checked in CI-less development; the
+//! aarch64 NEON kernels for QE format version 3 (compile-checked in CI-less development; the
 //! x86 kernels are the measured ones).
 //!
-//! Per block: the codes unpacked with vector shifts into two 16-byte registers (weights 0..15
+//! Per block: the codes unpacked with vector shifts (3-bit stream: a table lookup into 16-bit
+//! words, per-word shifts, a narrowing move) into two 16-byte registers (weights 0..15
 //! and 16..31 — the two sub-blocks), levels by one table lookup (`tbl`), then `T·q` with
 //! widening multiplies (`vmull_s8`: |T·q| ≤ 127·128 fits i16), pairwise-accumulated into i32
 //! and summed per sub-block: the exact `isum_j`. The f32 part is the scalar reference's
@@ -28,26 +29,35 @@ unsafe fn codes_neon<const B: u8>(qs: *const u8) -> (uint8x16_t, uint8x16_t) {
     if B == 4 {
         let v = vld1q_u8(qs);
         (vandq_u8(v, vdupq_n_u8(0x0f)), vshrq_n_u8::<4>(v))
+    } else if B == 3 {
+        // Word k of eight weights 8g..8g+7 = code bytes ⌊3i/8⌋, ⌊3i/8⌋ + 1 (i = 8g + k; the
+        // 12 stream bytes are copied so nothing past them is read), shifted right by 3i mod 8.
+        let mut buf = [0u8; 16];
+        std::ptr::copy_nonoverlapping(qs, buf.as_mut_ptr(), 12);
+        let v = vld1q_u8(buf.as_ptr());
+        let m7 = vdupq_n_u16(7);
+        let group = |g: usize| {
+            let mut idx = [0u8; 16];
+            let mut sh = [0i16; 8];
+            for k in 0..8 {
+                let i = 8 * g + k;
+                idx[2 * k] = (3 * i / 8) as u8;
+                idx[2 * k + 1] = (3 * i / 8 + 1) as u8;
+                sh[k] = -((3 * i % 8) as i16);
+            }
+            let w = vreinterpretq_u16_u8(vqtbl1q_u8(v, vld1q_u8(idx.as_ptr())));
+            vmovn_u16(vandq_u16(vshlq_u16(w, vld1q_s16(sh.as_ptr())), m7))
+        };
+        (
+            vcombine_u8(group(0), group(1)),
+            vcombine_u8(group(2), group(3)),
+        )
     } else {
         let planes = vld1_u8(qs);
         let m3 = vdup_n_u8(3);
         let c0 = vcombine_u8(vand_u8(planes, m3), vand_u8(vshr_n_u8::<2>(planes), m3));
         let c1 = vcombine_u8(vand_u8(vshr_n_u8::<4>(planes), m3), vshr_n_u8::<6>(planes));
-        if B == 3 {
-            // Bit 2 of weight i is bit i % 8 of qh byte i / 8.
-            const BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
-            let bits = vld1q_u8(BITS.as_ptr());
-            let four = vdupq_n_u8(4);
-            let h = qs.add(8);
-            let h0 = vcombine_u8(vdup_n_u8(*h), vdup_n_u8(*h.add(1)));
-            let h1 = vcombine_u8(vdup_n_u8(*h.add(2)), vdup_n_u8(*h.add(3)));
-            (
-                vorrq_u8(c0, vandq_u8(vtstq_u8(h0, bits), four)),
-                vorrq_u8(c1, vandq_u8(vtstq_u8(h1, bits), four)),
-            )
-        } else {
-            (c0, c1)
-        }
+        (c0, c1)
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! Per 32-weight block against a Q8_0 block:
 //! 1. unpack the codes into 32 bytes in natural order (2-bit planes: one 64-bit broadcast and
-//!    per-lane shifts by 0/2/4/6; bit 2: the u32 mask spread to bytes, or one masked byte add
-//!    with AVX-512BW; nibbles: a 128-bit broadcast and per-lane shifts by 0/4);
+//!    per-lane shifts by 0/2/4/6; the 3-bit stream: a byte shuffle into 16-bit words, per-word
+//!    shifts, a pack — or with AVX512-VBMI one `vpermb` and one `vpmultishiftqb`; nibbles: a
+//!    128-bit broadcast and per-lane shifts by 0/4);
 //! 2. levels `T[c]` by one byte shuffle (`vpshufb`) of the format's table (padded to 16 bytes);
 //! 3. the exact integer sums `Σ T[c]·q`: AVX2 `maddubs(|q|, sign(T, q))` then `madd(·, 1)`
 //!    (pairs ≤ 2·128·127 = 32512: no i16 saturation for any q in −128..=127, including −128,
@@ -118,18 +119,97 @@ pub(crate) fn has_avx512vbmi() -> bool {
     features() & F_VBMI != 0
 }
 
-/// Spread the 32 bits of `m` to bytes: byte `i` = 0xFF if bit `i` is set, else 0.
+/// Word shuffle of the 3-bit stream: word `i` of a 16-word half = code bytes `⌊3i/8⌋` and
+/// `⌊3i/8⌋ + 1` of weight `i` (first half: weights 0..7 | 8..15, second: 16..23 | 24..31, one
+/// 128-bit lane each; byte 12 is not needed by any code and reads as zero).
+const fn stream3_words(half: usize) -> [i8; 32] {
+    let mut o = [0i8; 32];
+    let mut k = 0;
+    while k < 16 {
+        let i = 16 * half + k;
+        let lo = (3 * i / 8) as i8;
+        o[2 * k] = lo;
+        o[2 * k + 1] = if lo + 1 < 12 { lo + 1 } else { -1 };
+        k += 1;
+    }
+    o
+}
+
+/// `2^(8 − s)` per word (`s = 3i mod 8`): a multiply moves weight `i`'s code to bit 8.
+const fn stream3_mults(half: usize) -> [i16; 16] {
+    let mut o = [0i16; 16];
+    let mut k = 0;
+    while k < 16 {
+        let i = 16 * half + k;
+        o[k] = 1 << (8 - (3 * i) % 8);
+        k += 1;
+    }
+    o
+}
+
+#[repr(align(32))]
+struct A32<T>(T);
+
+static STREAM3_WORDS: [A32<[i8; 32]>; 2] = [A32(stream3_words(0)), A32(stream3_words(1))];
+static STREAM3_MULTS: [A32<[i16; 16]>; 2] = [A32(stream3_mults(0)), A32(stream3_mults(1))];
+
+/// The 32 codes of a 3-bit block (the 12 stream bytes at `qs`, read exactly) in natural order:
+/// one shuffle into 16-bit words per 16 weights, a multiply by `2^(8 − s)` and a shift by 8
+/// (= the word shifted right by `s`), a pack and a qword permute.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mask_to_bytes(m: u32) -> __m256i {
-    let v = _mm256_set1_epi32(m as i32);
-    let idx = _mm256_setr_epi8(
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
-        3, 3,
+unsafe fn codes3_avx2(qs: *const u8) -> __m256i {
+    let v = _mm_insert_epi32::<2>(
+        _mm_loadl_epi64(qs as *const __m128i),
+        (qs.add(8) as *const i32).read_unaligned(),
     );
-    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let b = _mm256_and_si256(_mm256_shuffle_epi8(v, idx), bits);
-    _mm256_cmpeq_epi8(b, bits)
+    let v = _mm256_broadcastsi128_si256(v);
+    let ld = |a: &A32<[i8; 32]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
+    let lm = |a: &A32<[i16; 16]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
+    let w0 = _mm256_shuffle_epi8(v, ld(&STREAM3_WORDS[0]));
+    let w1 = _mm256_shuffle_epi8(v, ld(&STREAM3_WORDS[1]));
+    let w0 = _mm256_srli_epi16::<8>(_mm256_mullo_epi16(w0, lm(&STREAM3_MULTS[0])));
+    let w1 = _mm256_srli_epi16::<8>(_mm256_mullo_epi16(w1, lm(&STREAM3_MULTS[1])));
+    // Lanes: [0..7, 16..23 | 8..15, 24..31] → qwords 0, 2, 1, 3.
+    let c = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(w0, w1));
+    _mm256_and_si256(c, _mm256_set1_epi8(7))
+}
+
+/// Shift counts `3i mod 8` per word (AVX-512BW `vpsrlvw`).
+const fn stream3_shifts(half: usize) -> [i16; 16] {
+    let mut o = [0i16; 16];
+    let mut k = 0;
+    while k < 16 {
+        o[k] = ((3 * (16 * half + k)) % 8) as i16;
+        k += 1;
+    }
+    o
+}
+
+static STREAM3_SHIFTS: [A32<[i16; 16]>; 2] = [A32(stream3_shifts(0)), A32(stream3_shifts(1))];
+
+/// [`codes3_avx2`] with AVX-512BW's per-word shift (`vpsrlvw`) instead of the multiply.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn codes3_avx512(qs: *const u8) -> __m256i {
+    let v = _mm_insert_epi32::<2>(
+        _mm_loadl_epi64(qs as *const __m128i),
+        (qs.add(8) as *const i32).read_unaligned(),
+    );
+    let v = _mm256_broadcastsi128_si256(v);
+    let ld = |a: &A32<[i8; 32]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
+    let ls = |a: &A32<[i16; 16]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
+    let w0 = _mm256_srlv_epi16(
+        _mm256_shuffle_epi8(v, ld(&STREAM3_WORDS[0])),
+        ls(&STREAM3_SHIFTS[0]),
+    );
+    let w1 = _mm256_srlv_epi16(
+        _mm256_shuffle_epi8(v, ld(&STREAM3_WORDS[1])),
+        ls(&STREAM3_SHIFTS[1]),
+    );
+    let m = _mm256_set1_epi16(7);
+    let c = _mm256_packus_epi16(_mm256_and_si256(w0, m), _mm256_and_si256(w1, m));
+    _mm256_permute4x64_epi64::<0b11_01_10_00>(c)
 }
 
 /// The 32 codes of a block (`qs` = the bytes after the scale codes) in natural order.
@@ -142,16 +222,12 @@ unsafe fn codes_avx2<const B: u8>(qs: *const u8) -> __m256i {
         let lo = _mm_and_si128(v, m);
         let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
         _mm256_set_m128i(hi, lo)
+    } else if B == 3 {
+        codes3_avx2(qs)
     } else {
         let planes = (qs as *const i64).read_unaligned();
         let v = _mm256_srlv_epi64(_mm256_set1_epi64x(planes), _mm256_setr_epi64x(0, 2, 4, 6));
-        let low = _mm256_and_si256(v, _mm256_set1_epi8(3));
-        if B == 3 {
-            let m = (qs.add(8) as *const u32).read_unaligned();
-            _mm256_or_si256(low, _mm256_and_si256(mask_to_bytes(m), _mm256_set1_epi8(4)))
-        } else {
-            low
-        }
+        _mm256_and_si256(v, _mm256_set1_epi8(3))
     }
 }
 
@@ -375,12 +451,12 @@ pub(crate) unsafe fn pool_q8_0_avx2(pool: &[u8], q8: &[u8], p: usize) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// AVX-512 (VL/BW, VNNI when present): the k-mask add for bit 2 and `vpdpbusd` are the gains,
+// AVX-512 (VL/BW, VNNI when present): `vpdpbusd` is the gain,
 // and two blocks share one 512-bit register (no cross-lane work: block k in the low 256 bits,
 // block k + 1 in the high ones), which cuts the instructions per block by about a third — the
 // loop is front-end bound, not port bound (measured on Zen 5 with format version 1).
 
-/// Codes of one block with AVX-512BW/VL: bit 2 by one masked byte add.
+/// Codes of one block with AVX-512BW/VL.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn codes_avx512<const B: u8>(qs: *const u8) -> __m256i {
@@ -388,16 +464,12 @@ unsafe fn codes_avx512<const B: u8>(qs: *const u8) -> __m256i {
         let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs as *const __m128i));
         let v = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4));
         _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
+    } else if B == 3 {
+        codes3_avx512(qs)
     } else {
         let planes = (qs as *const i64).read_unaligned();
         let v = _mm256_srlv_epi64(_mm256_set1_epi64x(planes), _mm256_setr_epi64x(0, 2, 4, 6));
-        let low = _mm256_and_si256(v, _mm256_set1_epi8(3));
-        if B == 3 {
-            let m = (qs.add(8) as *const u32).read_unaligned();
-            _mm256_mask_add_epi8(low, m, low, _mm256_set1_epi8(4))
-        } else {
-            low
-        }
+        _mm256_and_si256(v, _mm256_set1_epi8(3))
     }
 }
 
@@ -439,19 +511,17 @@ unsafe fn codes2_avx512<const B: u8>(qs0: *const u8, qs1: *const u8) -> __m512i 
         let v = _mm512_shuffle_i64x2::<0>(a, b);
         let v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4));
         _mm512_and_si512(v, _mm512_set1_epi8(0x0f))
+    } else if B == 3 {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(codes3_avx512(qs0)),
+            codes3_avx512(qs1),
+        )
     } else {
         let p0 = (qs0 as *const i64).read_unaligned();
         let p1 = (qs1 as *const i64).read_unaligned();
         let v = _mm512_mask_set1_epi64(_mm512_set1_epi64(p0), 0xf0, p1);
         let v = _mm512_srlv_epi64(v, _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6));
-        let low = _mm512_and_si512(v, _mm512_set1_epi8(3));
-        if B == 3 {
-            let m0 = (qs0.add(8) as *const u32).read_unaligned() as u64;
-            let m1 = (qs1.add(8) as *const u32).read_unaligned() as u64;
-            _mm512_mask_add_epi8(low, m0 | (m1 << 32), low, _mm512_set1_epi8(4))
-        } else {
-            low
-        }
+        _mm512_and_si512(v, _mm512_set1_epi8(3))
     }
 }
 
@@ -591,7 +661,8 @@ unsafe fn blocks_q8_0_vnni<const B: u8>(blocks: &[u8], q8: &[u8], nb: usize) -> 
 // ---------------------------------------------------------------------------------------------
 // AVX-512 VBMI + VNNI: everything a pair of blocks needs comes from one load of its bytes
 // (unmasked while inside the row: masked loads are slow on Zen 5), spread by byte permutes
-// (`vpermb`): the code planes, the bit-2 bytes, and the four scale codes as f16 bit patterns
+// (`vpermb`): the code planes or 3-bit groups (then shifted: `vpsrlvq`, or `vpmultishiftqb`
+// for the 3-bit stream), and the four scale codes as f16 bit patterns
 // `u << 6` (= 8·S(u), §3.3) converted by one `vcvtph2ps` (no scale table lookups). `d_q/8`
 // (exact) comes from a table and is applied by one broadcast FMA per block. No intermediate is
 // subnormal, so FTZ/DAZ in MXCSR do not change the result. (The f32 bit pattern `u << 19` is
@@ -600,27 +671,38 @@ unsafe fn blocks_q8_0_vnni<const B: u8>(blocks: &[u8], q8: &[u8], nb: usize) -> 
 // lanes and operations.
 
 /// Source byte (within a pair's `2·bb` bytes) of every byte of the code register: block
-/// `j/32`; 2-bit planes: qword `j/8` holds the block's 8 plane bytes; nibbles: 128-bit lane
-/// `j/16` holds the block's 16 code bytes.
+/// `j/32`; 2-bit planes: qword `j/8` holds the block's 8 plane bytes; 3-bit stream: qword `g`
+/// (mod 4) holds the group's 3 bytes `3g..3g+2` (then copies of its last byte); nibbles:
+/// 128-bit lane `j/16` holds the block's 16 code bytes.
 const fn vbmi_codes_idx(b: u8) -> [u8; 64] {
     let bb = 2 + 4 * b as usize;
     let mut o = [0u8; 64];
     let mut j = 0;
     while j < 64 {
-        let within = if b == 4 { j % 16 } else { j % 8 };
+        let within = if b == 4 {
+            j % 16
+        } else if b == 3 {
+            let k = j % 8;
+            3 * ((j / 8) % 4) + if k < 3 { k } else { 2 }
+        } else {
+            j % 8
+        };
         o[j] = ((j / 32) * bb + 2 + within) as u8;
         j += 1;
     }
     o
 }
 
-/// Per-qword shift counts that bring each weight's code to the low bits of its byte.
+/// Per-qword shift counts that bring each weight's code to the low bits of its byte; for the
+/// 3-bit stream the `vpmultishiftqb` control: byte `k` of every qword = bit offset `3k`.
 const fn vbmi_shifts(b: u8) -> [u64; 8] {
     let mut o = [0u64; 8];
     let mut l = 0;
     while l < 8 {
         o[l] = if b == 4 {
             4 * ((l / 2) % 2) as u64
+        } else if b == 3 {
+            0x1512_0f0c_0906_0300
         } else {
             2 * (l % 4) as u64
         };
@@ -630,28 +712,16 @@ const fn vbmi_shifts(b: u8) -> [u64; 8] {
 }
 
 /// A 64-byte `vpermb` table (the index's low 6 bits are used): entry `i` is
-/// `T[off + (i & m)] + 128` (the VNNI operand), `m` = 15 for nibbles, 3 for 2-bit planes
-/// (garbage above the code bits does not matter).
-const fn vbmi_table(b: u8, off: usize) -> [u8; 64] {
+/// `T[i & m] + 128` (the VNNI operand), `m = 2^b − 1` (garbage above the code bits does not
+/// matter).
+const fn vbmi_table(b: u8) -> [u8; 64] {
     let t = super::padded_table(b);
-    let m = if b == 4 { 15 } else { 3 };
+    let m = (1usize << b) - 1;
     let mut o = [0u8; 64];
     let mut i = 0;
     while i < 64 {
-        o[i] = (t[off + (i & m)] as i16 + 128) as u8;
+        o[i] = (t[i & m] as i16 + 128) as u8;
         i += 1;
-    }
-    o
-}
-
-/// Bit-2 bytes (3-bit codes): byte `j` = the `qh` byte holding weight `j mod 32` of block `j/32`.
-const fn vbmi_qh_idx(b: u8) -> [u8; 64] {
-    let bb = 2 + 4 * b as usize;
-    let mut o = [0u8; 64];
-    let mut j = 0;
-    while j < 64 {
-        o[j] = ((j / 32) * bb + 10 + (j % 32) / 8) as u8;
-        j += 1;
     }
     o
 }
@@ -669,22 +739,7 @@ static VBMI_SHIFTS: [A64<[u64; 8]>; 3] = [
     A64(vbmi_shifts(3)),
     A64(vbmi_shifts(4)),
 ];
-static VBMI_TBL_LO: [A64<[u8; 64]>; 3] = [
-    A64(vbmi_table(2, 0)),
-    A64(vbmi_table(3, 0)),
-    A64(vbmi_table(4, 0)),
-];
-static VBMI_TBL_HI3: A64<[u8; 64]> = A64(vbmi_table(3, 4));
-static VBMI_QH_IDX3: A64<[u8; 64]> = A64(vbmi_qh_idx(3));
-static VBMI_QH_BITS: A64<[u8; 64]> = {
-    let mut o = [0u8; 64];
-    let mut j = 0;
-    while j < 64 {
-        o[j] = 1 << (j % 8);
-        j += 1;
-    }
-    A64(o)
-};
+static VBMI_TBL: [A64<[u8; 64]>; 3] = [A64(vbmi_table(2)), A64(vbmi_table(3)), A64(vbmi_table(4))];
 /// Scale codes to f16 words: byte `2w` (factor lane `w`) = the code of block `w/8`, sub-block
 /// `(w mod 8)/4` (the high bytes are zeroed by the permute's mask).
 const fn vbmi_scale_idx(b: u8) -> [u8; 32] {
@@ -737,10 +792,7 @@ unsafe fn dot_q8_0_vbmi<const B: u8, const S: usize>(
     let bi = B as usize - 2;
     let codes_idx = load512(&VBMI_CODES_IDX[bi]);
     let shifts = load512(&VBMI_SHIFTS[bi]);
-    let tbl_lo = load512(&VBMI_TBL_LO[bi]);
-    let tbl_hi = load512(&VBMI_TBL_HI3);
-    let qh_idx = load512(&VBMI_QH_IDX3);
-    let qh_bits = load512(&VBMI_QH_BITS);
+    let tbl = load512(&VBMI_TBL[bi]);
     let sc_idx = _mm256_load_si256(VBMI_SCALE_IDX[bi].0.as_ptr() as *const __m256i);
     let t8 = f16_table_eighth();
     let bias = _mm512_set1_epi8(-128);
@@ -762,13 +814,13 @@ unsafe fn dot_q8_0_vbmi<const B: u8, const S: usize>(
             } else {
                 _mm512_maskz_loadu_epi8(load_mask, b as *const i8)
             };
-            let c = _mm512_srlv_epi64(_mm512_permutexvar_epi8(codes_idx, h), shifts);
-            let mut tv = _mm512_permutexvar_epi8(c, tbl_lo);
-            if B == 3 {
-                let hb = _mm512_permutexvar_epi8(qh_idx, h);
-                let m = _mm512_test_epi8_mask(hb, qh_bits);
-                tv = _mm512_mask_permutexvar_epi8(tv, m, c, tbl_hi);
-            }
+            let spread = _mm512_permutexvar_epi8(codes_idx, h);
+            let c = if B == 3 {
+                _mm512_multishift_epi64_epi8(shifts, spread)
+            } else {
+                _mm512_srlv_epi64(spread, shifts)
+            };
+            let tv = _mm512_permutexvar_epi8(c, tbl);
             let qv = q8_pair(q);
             let z = _mm512_setzero_si512();
             let s = _mm512_sub_epi32(
@@ -917,7 +969,7 @@ pub(crate) unsafe fn dot_q8_0_avx512(fmt: QeFormat, row: &[u8], q8: &[u8], p: us
     let f = features();
     // VBMI: more work per row before and after its block loop; it wins from about 1024
     // weights per row (576-wide rows were ~15 % slower with it, 1536-wide ~5 % faster).
-    if f & F_VBMI != 0 && p >= 1024 {
+    if f & F_VBMI != 0 && (p >= 1024 || fmt.bits == 3) {
         return dot_q8_0_vbmi_dispatch(fmt, row, q8, p);
     }
     let v = if f & F_VNNI != 0 {
