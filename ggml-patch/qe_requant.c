@@ -47,7 +47,7 @@ int main(int argc, char ** argv) {
     struct gguf_context * out = gguf_init_empty();
     gguf_set_kv(out, in);
     if (quant) {
-        gguf_set_val_u32(out, "quantease.format_version", 2); // QE format version 2 (formats/SPEC.md)
+        gguf_set_val_u32(out, "quantease.format_version", GGML_QUANTEASE_FORMAT_VERSION); // formats/SPEC.md §6
         gguf_set_val_u32(out, "general.file_type", 0); // no llama ftype for QE mixes (contract: 0)
     } else {
         gguf_remove_key(out, "quantease.format_version");

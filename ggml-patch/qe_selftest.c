@@ -122,7 +122,7 @@ static void test_gguf(void) {
     for (int i = 0; i < 576*4; ++i) src[i] = frand();
     ggml_quantize_chunk(GGML_TYPE_QE3_1, src, a->data, 0, 4, 576, NULL);
     struct gguf_context * g = gguf_init_empty();
-    gguf_set_val_u32(g, "quantease.format_version", 2); // QE format version 2 (formats/SPEC.md)
+    gguf_set_val_u32(g, "quantease.format_version", GGML_QUANTEASE_FORMAT_VERSION); // formats/SPEC.md §6
     gguf_add_tensor(g, a);
     CHECK(gguf_write_to_file(g, fname, false), "gguf write");
     gguf_free(g);

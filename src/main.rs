@@ -204,7 +204,7 @@ struct ConvertArgs {
     /// weights, plus a per-row outlier table; any width that is a multiple of 32; stock
     /// llama.cpp cannot load them — use `dequantize` for a file it loads, or the kernels in
     /// formats/ for a runtime that links them). Metadata `quantease.format_version` (QE format
-    /// version, now 2) marks files with QE tensors; readers refuse other versions.
+    /// version, now 3) marks files with QE tensors; readers refuse other versions.
     #[arg(long, value_name = "FAMILY", value_parser = ["ggml", "qe"], requires = "bits")]
     format: Option<String>,
     /// Fraction of each row's weights stored as full-precision (f16) outliers in QE tensors, as

@@ -3,8 +3,9 @@
 //! (`convert`/`dequantize` through [`crate::source::GgufSource`], `inspect`, `perplexity`,
 //! [`crate::eval`]) checks it with [`check`] before touching a tensor, because the bytes of a QE
 //! block mean different things in different versions (version 1: one f16 scale and half-integer
-//! levels per 32 weights; version 2: two 8-bit scale codes and non-uniform level tables) while
-//! the type ids and sizes are the same.
+//! levels per 32 weights; version 2: two 8-bit scale codes and non-uniform level tables;
+//! version 3: version 2 with 3-bit codes packed as a bit stream) while the type ids and sizes are
+//! the same.
 
 use crate::gguf::{GgufHeader, MetaValue};
 use quantease_formats::qe::{FORMAT_VERSION, FORMAT_VERSION_KEY};

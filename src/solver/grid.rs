@@ -11,7 +11,7 @@
 //! products are evaluated in f32 exactly as ggml's decoders do, so [`Spec::value`] is bit-exact with
 //! `dequantize_row` (tested).
 //!
-//! The QE formats (version 2) have no super-block scale: a 32-weight block is two sub-blocks of
+//! The QE formats (versions 2 and 3) have no super-block scale: a 32-weight block is two sub-blocks of
 //! 16, each with an 8-bit scale code `u` (kept in `sc_j`, `d` unused and 1) decoding to
 //! `S(u)·T_b[c]` with `S` the format's monotonic e4m4 scale map (`qe::scale_value`) and `T_b` its
 //! non-uniform level table; the effective scale of sub-block `j` is then `S(sc_j)` instead of
@@ -38,7 +38,7 @@ pub enum Target {
         /// Bits per weight (1..=8).
         bits: u32,
     },
-    /// A QE block format (`QE{bits}_{pool}`, format version 2, see `formats/SPEC.md`): 32-weight
+    /// A QE block format (`QE{bits}_{pool}`, format version 3, see `formats/SPEC.md`): 32-weight
     /// blocks of two 16-weight sub-blocks, each with an 8-bit scale code `u` and values
     /// `S(u)·T_bits[c]` on the format's non-uniform level table, plus a per-row outlier pool of
     /// `floor(nb·pool/4)` additive f16 values (handled by the solver's outlier step, not here).
@@ -152,7 +152,7 @@ impl Spec {
         })
     }
 
-    /// The QE grid `QE{bits}_{pool}` (format version 2): blocks of 32 weights in two sub-blocks
+    /// The QE grid `QE{bits}_{pool}` (format version 3): blocks of 32 weights in two sub-blocks
     /// of [`qe::SUB`] = 16, each with an 8-bit scale code (`sc_j`, range 0..=255, decoding to
     /// `qe::scale_value`), the format's level table `T_bits` (non-uniform, ascending, no zero), no
     /// min, no super-block scale (`d` = 1, unused). `None` unless bits ∈ 2..=4 and pool ∈ 0..=2.

@@ -1,4 +1,4 @@
-//! Importance-weighted round-to-nearest (RTN) quantiser for the QE formats (version 2), with
+//! Importance-weighted round-to-nearest (RTN) quantiser for the QE formats (versions 2 and 3), with
 //! outliers.
 //!
 //! For a row `x` (`p` weights) and importances `v` (default 1; negative/NaN count as 0):

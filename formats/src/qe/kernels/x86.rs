@@ -1,4 +1,4 @@
-//! x86-64 kernels for QE format version 2: AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL; VNNI when
+//! x86-64 kernels for QE format version 3: AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL; VNNI when
 //! present).
 //!
 //! Per 32-weight block against a Q8_0 block:
