@@ -153,17 +153,29 @@ struct A32<T>(T);
 static STREAM3_WORDS: [A32<[i8; 32]>; 2] = [A32(stream3_words(0)), A32(stream3_words(1))];
 static STREAM3_MULTS: [A32<[i16; 16]>; 2] = [A32(stream3_mults(0)), A32(stream3_mults(1))];
 
-/// The 32 codes of a 3-bit block (the 12 stream bytes at `qs`, read exactly) in natural order:
+/// The 12 code bytes of a 3-bit block in the low 12 bytes (the rest unused): with `F` (the 4
+/// bytes after them are readable: the block is not the last of its slice) one 16-byte load,
+/// else exactly 12 bytes.
+#[inline(always)]
+unsafe fn load_stream3<const F: bool>(qs: *const u8) -> __m128i {
+    if F {
+        _mm_loadu_si128(qs as *const __m128i)
+    } else {
+        _mm_insert_epi32::<2>(
+            _mm_loadl_epi64(qs as *const __m128i),
+            (qs.add(8) as *const i32).read_unaligned(),
+        )
+    }
+}
+
+/// The 32 codes of a 3-bit block (the 12 stream bytes at `qs`; see [`load_stream3`] for `F`)
+/// in natural order:
 /// one shuffle into 16-bit words per 16 weights, a multiply by `2^(8 − s)` and a shift by 8
 /// (= the word shifted right by `s`), a pack and a qword permute.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn codes3_avx2(qs: *const u8) -> __m256i {
-    let v = _mm_insert_epi32::<2>(
-        _mm_loadl_epi64(qs as *const __m128i),
-        (qs.add(8) as *const i32).read_unaligned(),
-    );
-    let v = _mm256_broadcastsi128_si256(v);
+unsafe fn codes3_avx2<const F: bool>(qs: *const u8) -> __m256i {
+    let v = _mm256_broadcastsi128_si256(load_stream3::<F>(qs));
     let ld = |a: &A32<[i8; 32]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
     let lm = |a: &A32<[i16; 16]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
     let w0 = _mm256_shuffle_epi8(v, ld(&STREAM3_WORDS[0]));
@@ -191,12 +203,8 @@ static STREAM3_SHIFTS: [A32<[i16; 16]>; 2] = [A32(stream3_shifts(0)), A32(stream
 /// [`codes3_avx2`] with AVX-512BW's per-word shift (`vpsrlvw`) instead of the multiply.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn codes3_avx512(qs: *const u8) -> __m256i {
-    let v = _mm_insert_epi32::<2>(
-        _mm_loadl_epi64(qs as *const __m128i),
-        (qs.add(8) as *const i32).read_unaligned(),
-    );
-    let v = _mm256_broadcastsi128_si256(v);
+unsafe fn codes3_avx512<const F: bool>(qs: *const u8) -> __m256i {
+    let v = _mm256_broadcastsi128_si256(load_stream3::<F>(qs));
     let ld = |a: &A32<[i8; 32]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
     let ls = |a: &A32<[i16; 16]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
     let w0 = _mm256_srlv_epi16(
@@ -215,7 +223,7 @@ unsafe fn codes3_avx512(qs: *const u8) -> __m256i {
 /// The 32 codes of a block (`qs` = the bytes after the scale codes) in natural order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn codes_avx2<const B: u8>(qs: *const u8) -> __m256i {
+unsafe fn codes_avx2<const B: u8, const F: bool>(qs: *const u8) -> __m256i {
     if B == 4 {
         let v = _mm_loadu_si128(qs as *const __m128i);
         let m = _mm_set1_epi8(0x0f);
@@ -223,7 +231,7 @@ unsafe fn codes_avx2<const B: u8>(qs: *const u8) -> __m256i {
         let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
         _mm256_set_m128i(hi, lo)
     } else if B == 3 {
-        codes3_avx2(qs)
+        codes3_avx2::<F>(qs)
     } else {
         let planes = (qs as *const i64).read_unaligned();
         let v = _mm256_srlv_epi64(_mm256_set1_epi64x(planes), _mm256_setr_epi64x(0, 2, 4, 6));
@@ -236,8 +244,12 @@ unsafe fn codes_avx2<const B: u8>(qs: *const u8) -> __m256i {
 /// `tbl` = the level table in both 128-bit lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_dot_avx2<const B: u8>(blk: *const u8, qb: *const u8, tbl: __m256i) -> __m256i {
-    let c = codes_avx2::<B>(blk.add(2));
+unsafe fn block_dot_avx2<const B: u8, const F: bool>(
+    blk: *const u8,
+    qb: *const u8,
+    tbl: __m256i,
+) -> __m256i {
+    let c = codes_avx2::<B, F>(blk.add(2));
     let t = _mm256_shuffle_epi8(tbl, c);
     let q = _mm256_loadu_si256(qb.add(2) as *const __m256i);
     let p = _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(t, q));
@@ -304,22 +316,23 @@ macro_rules! blocks_q8_0_body {
         let mut acc0 = _mm256_setzero_ps();
         let mut acc1 = _mm256_setzero_ps();
         let mut k = 0;
+        // `F`: the block is not the last one (3-bit codes may then be read with 4 bytes more).
         macro_rules! step {
-            ($acc:ident, $k:expr) => {{
+            ($acc:ident, $k:expr, $f:expr) => {{
                 let (b, q) = (xp.add($k * bb), yp.add($k * Q8));
-                let s = _mm256_cvtepi32_ps($dot::<$B>(b, q, tbl));
+                let s = _mm256_cvtepi32_ps($dot::<$B, $f>(b, q, tbl));
                 $acc = _mm256_fmadd_ps(block_factors(t, b, q), s, $acc);
             }};
         }
-        while k + 4 <= $nb {
-            step!(acc0, k);
-            step!(acc1, k + 1);
-            step!(acc0, k + 2);
-            step!(acc1, k + 3);
+        while k + 4 < $nb {
+            step!(acc0, k, true);
+            step!(acc1, k + 1, true);
+            step!(acc0, k + 2, true);
+            step!(acc1, k + 3, true);
             k += 4;
         }
         while k < $nb {
-            step!(acc0, k);
+            step!(acc0, k, false);
             k += 1;
         }
         hsum256(_mm256_add_ps(acc0, acc1))
@@ -459,13 +472,13 @@ pub(crate) unsafe fn pool_q8_0_avx2(pool: &[u8], q8: &[u8], p: usize) -> f32 {
 /// Codes of one block with AVX-512BW/VL.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn codes_avx512<const B: u8>(qs: *const u8) -> __m256i {
+unsafe fn codes_avx512<const B: u8, const F: bool>(qs: *const u8) -> __m256i {
     if B == 4 {
         let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs as *const __m128i));
         let v = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4));
         _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
     } else if B == 3 {
-        codes3_avx512(qs)
+        codes3_avx512::<F>(qs)
     } else {
         let planes = (qs as *const i64).read_unaligned();
         let v = _mm256_srlv_epi64(_mm256_set1_epi64x(planes), _mm256_setr_epi64x(0, 2, 4, 6));
@@ -477,8 +490,12 @@ unsafe fn codes_avx512<const B: u8>(qs: *const u8) -> __m256i {
 /// (256-bit `vpsignb` is still available). `tbl`: the level table in both 128-bit lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn block_dot_avx512<const B: u8>(blk: *const u8, qb: *const u8, tbl: __m256i) -> __m256i {
-    let c = codes_avx512::<B>(blk.add(2));
+unsafe fn block_dot_avx512<const B: u8, const F: bool>(
+    blk: *const u8,
+    qb: *const u8,
+    tbl: __m256i,
+) -> __m256i {
+    let c = codes_avx512::<B, F>(blk.add(2));
     let t = _mm256_shuffle_epi8(tbl, c);
     let q = _mm256_loadu_si256(qb.add(2) as *const __m256i);
     let p = _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(t, q));
@@ -489,8 +506,12 @@ unsafe fn block_dot_avx512<const B: u8>(blk: *const u8, qb: *const u8, tbl: __m2
 /// summed in i32 without saturation). `tbl`: the `T + 128` table in both 128-bit lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn block_dot_vnni<const B: u8>(blk: *const u8, qb: *const u8, tbl: __m256i) -> __m256i {
-    let c = codes_avx512::<B>(blk.add(2));
+unsafe fn block_dot_vnni<const B: u8, const F: bool>(
+    blk: *const u8,
+    qb: *const u8,
+    tbl: __m256i,
+) -> __m256i {
+    let c = codes_avx512::<B, F>(blk.add(2));
     let t = _mm256_shuffle_epi8(tbl, c);
     let q = _mm256_loadu_si256(qb.add(2) as *const __m256i);
     let z = _mm256_setzero_si256();
@@ -503,7 +524,7 @@ unsafe fn block_dot_vnni<const B: u8>(blk: *const u8, qb: *const u8, tbl: __m256
 /// in one 512-bit register, block 0 in the low 256 bits, each in natural order.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn codes2_avx512<const B: u8>(qs0: *const u8, qs1: *const u8) -> __m512i {
+unsafe fn codes2_avx512<const B: u8, const F: bool>(qs0: *const u8, qs1: *const u8) -> __m512i {
     if B == 4 {
         let a = _mm512_castsi128_si512(_mm_loadu_si128(qs0 as *const __m128i));
         let b = _mm512_castsi128_si512(_mm_loadu_si128(qs1 as *const __m128i));
@@ -513,8 +534,8 @@ unsafe fn codes2_avx512<const B: u8>(qs0: *const u8, qs1: *const u8) -> __m512i 
         _mm512_and_si512(v, _mm512_set1_epi8(0x0f))
     } else if B == 3 {
         _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(codes3_avx512(qs0)),
-            codes3_avx512(qs1),
+            _mm512_castsi256_si512(codes3_avx512::<true>(qs0)),
+            codes3_avx512::<F>(qs1),
         )
     } else {
         let p0 = (qs0 as *const i64).read_unaligned();
@@ -539,13 +560,13 @@ unsafe fn q8_pair(qb: *const u8) -> __m512i {
 /// every 128-bit lane.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn block2_dot_avx512<const B: u8>(
+unsafe fn block2_dot_avx512<const B: u8, const F: bool>(
     blk: *const u8,
     bb: usize,
     qb: *const u8,
     tbl: __m512i,
 ) -> __m512i {
-    let c = codes2_avx512::<B>(blk.add(2), blk.add(bb + 2));
+    let c = codes2_avx512::<B, F>(blk.add(2), blk.add(bb + 2));
     let t = _mm512_shuffle_epi8(tbl, c);
     let q = q8_pair(qb);
     let neg = _mm512_movepi8_mask(q);
@@ -558,13 +579,13 @@ unsafe fn block2_dot_avx512<const B: u8>(
 /// 128-bit lane.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn block2_dot_vnni<const B: u8>(
+unsafe fn block2_dot_vnni<const B: u8, const F: bool>(
     blk: *const u8,
     bb: usize,
     qb: *const u8,
     tbl: __m512i,
 ) -> __m512i {
-    let c = codes2_avx512::<B>(blk.add(2), blk.add(bb + 2));
+    let c = codes2_avx512::<B, F>(blk.add(2), blk.add(bb + 2));
     let t = _mm512_shuffle_epi8(tbl, c);
     let q = q8_pair(qb);
     let z = _mm512_setzero_si512();
@@ -602,20 +623,21 @@ macro_rules! blocks_q8_0_body_512 {
         let mut acc0 = _mm512_setzero_ps();
         let mut acc1 = _mm512_setzero_ps();
         let mut k = 0;
+        // `F`: the pair's second block is not the last one (see `load_stream3`).
         macro_rules! step2 {
-            ($acc:ident, $k:expr) => {{
+            ($acc:ident, $k:expr, $f:expr) => {{
                 let (b, q) = (xp.add($k * bb), yp.add($k * Q8));
-                let s = _mm512_cvtepi32_ps($dot2::<$B>(b, bb, q, tbl));
+                let s = _mm512_cvtepi32_ps($dot2::<$B, $f>(b, bb, q, tbl));
                 $acc = _mm512_fmadd_ps(block2_factors(t, b, bb, q), s, $acc);
             }};
         }
-        while k + 4 <= $nb {
-            step2!(acc0, k);
-            step2!(acc1, k + 2);
+        while k + 4 < $nb {
+            step2!(acc0, k, true);
+            step2!(acc1, k + 2, true);
             k += 4;
         }
-        if k + 2 <= $nb {
-            step2!(acc0, k);
+        while k + 2 <= $nb {
+            step2!(acc0, k, false);
             k += 2;
         }
         let acc = _mm512_add_ps(acc0, acc1);
@@ -625,7 +647,7 @@ macro_rules! blocks_q8_0_body_512 {
         );
         if k < $nb {
             let (b, q) = (xp.add(k * bb), yp.add(k * Q8));
-            let s = _mm256_cvtepi32_ps($dot::<$B>(b, q, _mm512_castsi512_si256(tbl)));
+            let s = _mm256_cvtepi32_ps($dot::<$B, false>(b, q, _mm512_castsi512_si256(tbl)));
             acc = _mm256_fmadd_ps(block_factors(t, b, q), s, acc);
         }
         hsum256(acc)
@@ -878,7 +900,7 @@ unsafe fn dot_q8_0_vbmi<const B: u8, const S: usize>(
         let t = f16_table();
         let (b, q) = (xp.add(k * bb), yp.add(k * Q8));
         let tbl = _mm256_broadcastsi128_si256(table128_biased::<B>());
-        let s = _mm256_cvtepi32_ps(block_dot_vnni::<B>(b, q, tbl));
+        let s = _mm256_cvtepi32_ps(block_dot_vnni::<B, false>(b, q, tbl));
         acc = _mm256_fmadd_ps(block_factors(t, b, q), s, acc);
     }
     while e < n_pool {
@@ -1053,7 +1075,12 @@ unsafe fn blocks_f32_avx2<const B: u8>(blocks: &[u8], x: &[f32], nb: usize) -> f
     let mut acc = _mm256_setzero_ps();
     for k in 0..nb {
         let blk = bp.add(k * bb);
-        let t = _mm256_shuffle_epi8(tbl, codes_avx2::<B>(blk.add(2)));
+        let c = if k + 1 < nb {
+            codes_avx2::<B, true>(blk.add(2))
+        } else {
+            codes_avx2::<B, false>(blk.add(2))
+        };
+        let t = _mm256_shuffle_epi8(tbl, c);
         let lo = _mm256_castsi256_si128(t);
         let hi = _mm256_extracti128_si256(t, 1);
         let xs = xp.add(k * QK);
