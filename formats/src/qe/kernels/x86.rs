@@ -135,23 +135,10 @@ const fn stream3_words(half: usize) -> [i8; 32] {
     o
 }
 
-/// `2^(8 − s)` per word (`s = 3i mod 8`): a multiply moves weight `i`'s code to bit 8.
-const fn stream3_mults(half: usize) -> [i16; 16] {
-    let mut o = [0i16; 16];
-    let mut k = 0;
-    while k < 16 {
-        let i = 16 * half + k;
-        o[k] = 1 << (8 - (3 * i) % 8);
-        k += 1;
-    }
-    o
-}
-
 #[repr(align(32))]
 struct A32<T>(T);
 
 static STREAM3_WORDS: [A32<[i8; 32]>; 2] = [A32(stream3_words(0)), A32(stream3_words(1))];
-static STREAM3_MULTS: [A32<[i16; 16]>; 2] = [A32(stream3_mults(0)), A32(stream3_mults(1))];
 
 /// The 12 code bytes of a 3-bit block in the low 12 bytes (the rest unused): with `F` (the 4
 /// bytes after them are readable: the block is not the last of its slice) one 16-byte load,
@@ -168,23 +155,58 @@ unsafe fn load_stream3<const F: bool>(qs: *const u8) -> __m128i {
     }
 }
 
+/// Dword shuffle of the 3-bit stream for a shift per dword: dword `d` of 128-bit lane `l` holds
+/// the words of weights `a = 16h + 4l + d` and `a + 8` (same shift `3a mod 8`).
+const fn stream3_pairs(half: usize) -> [i8; 32] {
+    let mut o = [0i8; 32];
+    let mut l = 0;
+    while l < 2 {
+        let mut d = 0;
+        while d < 4 {
+            let a = 16 * half + 4 * l + d;
+            let mut w = 0;
+            while w < 2 {
+                let i = a + 8 * w;
+                let lo = (3 * i / 8) as i8;
+                o[16 * l + 4 * d + 2 * w] = lo;
+                o[16 * l + 4 * d + 2 * w + 1] = if lo + 1 < 12 { lo + 1 } else { -1 };
+                w += 1;
+            }
+            d += 1;
+        }
+        l += 1;
+    }
+    o
+}
+static STREAM3_PAIRS: [A32<[i8; 32]>; 2] = [A32(stream3_pairs(0)), A32(stream3_pairs(1))];
+
 /// The 32 codes of a 3-bit block (the 12 stream bytes at `qs`; see [`load_stream3`] for `F`)
-/// in natural order:
-/// one shuffle into 16-bit words per 16 weights, a multiply by `2^(8 − s)` and a shift by 8
-/// (= the word shifted right by `s`), a pack and a qword permute.
+/// in natural order with AVX2, which has no per-word shift: weights `a` and `a + 8` need the
+/// same shift `3a mod 8`, so their 16-bit words share a 32-bit lane shifted by `vpsrlvd`; then
+/// a mask, a pack, a byte shuffle and a dword permute restore the order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn codes3_avx2<const F: bool>(qs: *const u8) -> __m256i {
     let v = _mm256_broadcastsi128_si256(load_stream3::<F>(qs));
     let ld = |a: &A32<[i8; 32]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
-    let lm = |a: &A32<[i16; 16]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
-    let w0 = _mm256_shuffle_epi8(v, ld(&STREAM3_WORDS[0]));
-    let w1 = _mm256_shuffle_epi8(v, ld(&STREAM3_WORDS[1]));
-    let w0 = _mm256_srli_epi16::<8>(_mm256_mullo_epi16(w0, lm(&STREAM3_MULTS[0])));
-    let w1 = _mm256_srli_epi16::<8>(_mm256_mullo_epi16(w1, lm(&STREAM3_MULTS[1])));
-    // Lanes: [0..7, 16..23 | 8..15, 24..31] → qwords 0, 2, 1, 3.
-    let c = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi16(w0, w1));
-    _mm256_and_si256(c, _mm256_set1_epi8(7))
+    let sh = _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5);
+    let m = _mm256_set1_epi16(7);
+    let x = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_shuffle_epi8(v, ld(&STREAM3_PAIRS[0])), sh),
+        m,
+    );
+    let y = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_shuffle_epi8(v, ld(&STREAM3_PAIRS[1])), sh),
+        m,
+    );
+    // Per lane: [a0, a0+8, a1, a1+8, …] of x then of y → groups of four consecutive weights.
+    let p = _mm256_packus_epi16(x, y);
+    let g = _mm256_setr_epi8(
+        0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15, 0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12,
+        14, 9, 11, 13, 15,
+    );
+    let p = _mm256_shuffle_epi8(p, g);
+    _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
 /// Shift counts `3i mod 8` per word (AVX-512BW `vpsrlvw`).
@@ -200,7 +222,8 @@ const fn stream3_shifts(half: usize) -> [i16; 16] {
 
 static STREAM3_SHIFTS: [A32<[i16; 16]>; 2] = [A32(stream3_shifts(0)), A32(stream3_shifts(1))];
 
-/// [`codes3_avx2`] with AVX-512BW's per-word shift (`vpsrlvw`) instead of the multiply.
+/// The 32 codes of a 3-bit block with AVX-512BW's per-word shift (`vpsrlvw`): word `i` =
+/// code bytes `⌊3i/8⌋`, `⌊3i/8⌋ + 1` shifted right by `3i mod 8`, masked, packed.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn codes3_avx512<const F: bool>(qs: *const u8) -> __m256i {
