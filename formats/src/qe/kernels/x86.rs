@@ -119,26 +119,8 @@ pub(crate) fn has_avx512vbmi() -> bool {
     features() & F_VBMI != 0
 }
 
-/// Word shuffle of the 3-bit stream: word `i` of a 16-word half = code bytes `⌊3i/8⌋` and
-/// `⌊3i/8⌋ + 1` of weight `i` (first half: weights 0..7 | 8..15, second: 16..23 | 24..31, one
-/// 128-bit lane each; byte 12 is not needed by any code and reads as zero).
-const fn stream3_words(half: usize) -> [i8; 32] {
-    let mut o = [0i8; 32];
-    let mut k = 0;
-    while k < 16 {
-        let i = 16 * half + k;
-        let lo = (3 * i / 8) as i8;
-        o[2 * k] = lo;
-        o[2 * k + 1] = if lo + 1 < 12 { lo + 1 } else { -1 };
-        k += 1;
-    }
-    o
-}
-
 #[repr(align(32))]
 struct A32<T>(T);
-
-static STREAM3_WORDS: [A32<[i8; 32]>; 2] = [A32(stream3_words(0)), A32(stream3_words(1))];
 
 /// The 12 code bytes of a 3-bit block in the low 12 bytes (the rest unused): with `F` (the 4
 /// bytes after them are readable: the block is not the last of its slice) one 16-byte load,
@@ -207,40 +189,6 @@ unsafe fn codes3_avx2<const F: bool>(qs: *const u8) -> __m256i {
     );
     let p = _mm256_shuffle_epi8(p, g);
     _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
-}
-
-/// Shift counts `3i mod 8` per word (AVX-512BW `vpsrlvw`).
-const fn stream3_shifts(half: usize) -> [i16; 16] {
-    let mut o = [0i16; 16];
-    let mut k = 0;
-    while k < 16 {
-        o[k] = ((3 * (16 * half + k)) % 8) as i16;
-        k += 1;
-    }
-    o
-}
-
-static STREAM3_SHIFTS: [A32<[i16; 16]>; 2] = [A32(stream3_shifts(0)), A32(stream3_shifts(1))];
-
-/// The 32 codes of a 3-bit block with AVX-512BW's per-word shift (`vpsrlvw`): word `i` =
-/// code bytes `⌊3i/8⌋`, `⌊3i/8⌋ + 1` shifted right by `3i mod 8`, masked, packed.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn codes3_avx512<const F: bool>(qs: *const u8) -> __m256i {
-    let v = _mm256_broadcastsi128_si256(load_stream3::<F>(qs));
-    let ld = |a: &A32<[i8; 32]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
-    let ls = |a: &A32<[i16; 16]>| _mm256_load_si256(a.0.as_ptr() as *const __m256i);
-    let w0 = _mm256_srlv_epi16(
-        _mm256_shuffle_epi8(v, ld(&STREAM3_WORDS[0])),
-        ls(&STREAM3_SHIFTS[0]),
-    );
-    let w1 = _mm256_srlv_epi16(
-        _mm256_shuffle_epi8(v, ld(&STREAM3_WORDS[1])),
-        ls(&STREAM3_SHIFTS[1]),
-    );
-    let m = _mm256_set1_epi16(7);
-    let c = _mm256_packus_epi16(_mm256_and_si256(w0, m), _mm256_and_si256(w1, m));
-    _mm256_permute4x64_epi64::<0b11_01_10_00>(c)
 }
 
 /// The 32 codes of a block (`qs` = the bytes after the scale codes) in natural order.
@@ -501,7 +449,7 @@ unsafe fn codes_avx512<const B: u8, const F: bool>(qs: *const u8) -> __m256i {
         let v = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4));
         _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
     } else if B == 3 {
-        codes3_avx512::<F>(qs)
+        codes3_avx2::<F>(qs)
     } else {
         let planes = (qs as *const i64).read_unaligned();
         let v = _mm256_srlv_epi64(_mm256_set1_epi64x(planes), _mm256_setr_epi64x(0, 2, 4, 6));
@@ -557,8 +505,8 @@ unsafe fn codes2_avx512<const B: u8, const F: bool>(qs0: *const u8, qs1: *const 
         _mm512_and_si512(v, _mm512_set1_epi8(0x0f))
     } else if B == 3 {
         _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(codes3_avx512::<true>(qs0)),
-            codes3_avx512::<F>(qs1),
+            _mm512_castsi256_si512(codes3_avx2::<true>(qs0)),
+            codes3_avx2::<F>(qs1),
         )
     } else {
         let p0 = (qs0 as *const i64).read_unaligned();
