@@ -3,9 +3,9 @@
 //!
 //! Per 32-weight block against a Q8_0 block:
 //! 1. unpack the codes into 32 bytes in natural order (2-bit planes: one 64-bit broadcast and
-//!    per-lane shifts by 0/2/4/6; the 3-bit stream: a byte shuffle into 16-bit words, per-word
-//!    shifts, a pack — or with AVX512-VBMI one `vpermb` and one `vpmultishiftqb`; nibbles: a
-//!    128-bit broadcast and per-lane shifts by 0/4);
+//!    per-lane shifts by 0/2/4/6; the 3-bit stream: a byte shuffle into 16-bit words, equal-shift
+//!    word pairs shifted per 32-bit lane, a pack — or with AVX512-VBMI one `vpermb` and one
+//!    `vpmultishiftqb`; nibbles: a 128-bit broadcast and per-lane shifts by 0/4);
 //! 2. levels `T[c]` by one byte shuffle (`vpshufb`) of the format's table (padded to 16 bytes);
 //! 3. the exact integer sums `Σ T[c]·q`: AVX2 `maddubs(|q|, sign(T, q))` then `madd(·, 1)`
 //!    (pairs ≤ 2·128·127 = 32512: no i16 saturation for any q in −128..=127, including −128,
