@@ -440,39 +440,6 @@ pub(crate) unsafe fn pool_q8_0_avx2(pool: &[u8], q8: &[u8], p: usize) -> f32 {
 // block k + 1 in the high ones), which cuts the instructions per block by about a third — the
 // loop is front-end bound, not port bound (measured on Zen 5 with format version 1).
 
-/// Codes of one block with AVX-512BW/VL.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn codes_avx512<const B: u8, const F: bool>(qs: *const u8) -> __m256i {
-    if B == 4 {
-        let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs as *const __m128i));
-        let v = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4));
-        _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
-    } else if B == 3 {
-        codes3_avx2::<F>(qs)
-    } else {
-        let planes = (qs as *const i64).read_unaligned();
-        let v = _mm256_srlv_epi64(_mm256_set1_epi64x(planes), _mm256_setr_epi64x(0, 2, 4, 6));
-        _mm256_and_si256(v, _mm256_set1_epi8(3))
-    }
-}
-
-/// Exact lane sums of one block with the AVX-512 unpack and `maddubs(|q|, sign(T, q))`
-/// (256-bit `vpsignb` is still available). `tbl`: the level table in both 128-bit lanes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn block_dot_avx512<const B: u8, const F: bool>(
-    blk: *const u8,
-    qb: *const u8,
-    tbl: __m256i,
-) -> __m256i {
-    let c = codes_avx512::<B, F>(blk.add(2));
-    let t = _mm256_shuffle_epi8(tbl, c);
-    let q = _mm256_loadu_si256(qb.add(2) as *const __m256i);
-    let p = _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(t, q));
-    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
-}
-
 /// Exact lane sums with VNNI: `vpdpbusd(T + 128, q) − vpdpbusd(128, q)` (u8 × i8 products
 /// summed in i32 without saturation). `tbl`: the `T + 128` table in both 128-bit lanes.
 #[inline]
@@ -482,7 +449,7 @@ unsafe fn block_dot_vnni<const B: u8, const F: bool>(
     qb: *const u8,
     tbl: __m256i,
 ) -> __m256i {
-    let c = codes_avx512::<B, F>(blk.add(2));
+    let c = codes_avx2::<B, F>(blk.add(2));
     let t = _mm256_shuffle_epi8(tbl, c);
     let q = _mm256_loadu_si256(qb.add(2) as *const __m256i);
     let z = _mm256_setzero_si256();
@@ -629,7 +596,7 @@ macro_rules! blocks_q8_0_body_512 {
 unsafe fn blocks_q8_0_avx512<const B: u8>(blocks: &[u8], q8: &[u8], nb: usize) -> f32 {
     blocks_q8_0_body_512!(
         B,
-        block_dot_avx512,
+        block_dot_avx2,
         block2_dot_avx512,
         table128::<B>(),
         blocks,
